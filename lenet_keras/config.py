@@ -1,0 +1,74 @@
+"""The experiment definition: one frozen dataclass whose fields are every hyperparameter.
+
+Named experiments live in the top-level ``experiments/`` package; the CLI overrides fields with
+``dataclasses.replace`` and the rest of the code only reads fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Tuple
+
+from lenet_keras.errors import UserError
+
+ACTIVATIONS = ("tanh", "relu")
+POOLINGS = ("average", "max")
+FREEZE_POLICIES = ("none", "all_but_head")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything one training run needs to know, and nothing else."""
+
+    name: str
+    # Data: a TFDS name and TFDS split strings. Validation is carved out of the official train split
+    # so that the test split is only ever touched once, by the final evaluation.
+    dataset: str = "cifar100"
+    train_split: str = "train[:90%]"
+    val_split: str = "train[90%:]"
+    test_split: str = "test"
+    image_size: int = 32  # every image is resized (antialiased, once) to image_size x image_size
+    # Architecture (LeNet-5 family; see lenet_keras.models.build_lenet5).
+    activation: str = "tanh"
+    pooling: str = "average"
+    batch_norm: bool = False  # BatchNormalization after the first Dense
+    hidden_units: Tuple[int, ...] = (120, 84)
+    # Optimisation.
+    learning_rate: float = 1e-3
+    batch_size: int = 64
+    eval_batch_size: int = 1024  # validation/test only: a larger batch changes no result, only speed
+    epochs: int = 10
+    seed: int = 42
+    # Transfer: start from another experiment's trained model and train only a new head.
+    source_experiment: Optional[str] = None
+    freeze: str = "none"
+
+    def validate(self) -> "ExperimentConfig":
+        """Raises UserError naming the first field a user set to something unusable."""
+        for field in ("epochs", "batch_size", "eval_batch_size", "image_size"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or value <= 0:
+                raise UserError(f"{field} must be a positive integer, got {value!r}")
+        if not self.learning_rate > 0:
+            raise UserError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        if self.activation not in ACTIVATIONS:
+            raise UserError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.pooling not in POOLINGS:
+            raise UserError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.freeze not in FREEZE_POLICIES:
+            raise UserError(f"freeze must be one of {FREEZE_POLICIES}, got {self.freeze!r}")
+        if not self.hidden_units or any(int(u) <= 0 for u in self.hidden_units):
+            raise UserError(f"hidden_units must be positive sizes, got {self.hidden_units!r}")
+        return self
+
+    def replace(self, **overrides) -> "ExperimentConfig":
+        """A copy with the given fields changed; None values mean 'not overridden'."""
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        if "hidden_units" in changes:
+            changes["hidden_units"] = tuple(int(u) for u in changes["hidden_units"])
+        return dataclasses.replace(self, **changes).validate()
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hidden_units"] = list(self.hidden_units)
+        return d

@@ -1,0 +1,11 @@
+"""The one exception type for failures a user can cause and fix."""
+
+
+class UserError(Exception):
+    """Wrong input or environment: the CLI prints ``error: <message>`` on one line and exits 2."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, for embedding in a one-line UserError."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]

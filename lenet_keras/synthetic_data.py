@@ -1,0 +1,160 @@
+"""Writes small, learnable stand-ins for CIFAR-100 and STL-10 in the real TFDS on-disk format.
+
+Tests and benchmarks cannot download the real archives here, so they prepare these into a
+``data_dir``; ``tfds.load("cifar100", data_dir=...)`` then reads them through TFDS's own reader,
+exactly as it reads the real data. Each class has its own colour and stripe pattern plus noise,
+so a model that learns anything scores well above chance, and one fed scrambled labels does not.
+
+    python -m lenet_keras.synthetic_data --data_dir /tmp/tfds --train 2000 --test 500
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+CIFAR100_FINE = (
+    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus "
+    "butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch "
+    "crab crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo "
+    "keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain mouse "
+    "mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy "
+    "porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper "
+    "snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television "
+    "tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm"
+).split()
+CIFAR100_COARSE = (
+    "aquatic_mammals fish flowers food_containers fruit_and_vegetables "
+    "household_electrical_devices household_furniture insects large_carnivores "
+    "large_man-made_outdoor_things large_natural_outdoor_scenes large_omnivores_and_herbivores "
+    "medium_mammals non-insect_invertebrates people reptiles small_mammals trees vehicles_1 vehicles_2"
+).split()
+STL10_CLASSES = "airplane bird car cat deer dog horse monkey ship truck".split()
+
+
+def class_images(labels: np.ndarray, size: int, num_classes: int, seed: int) -> np.ndarray:
+    """uint8 images [n, size, size, 3] whose colour and stripe direction/frequency encode the label."""
+    rng = np.random.default_rng(seed)
+    palette = np.random.default_rng(1234).integers(40, 216, size=(num_classes, 3))
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    images = np.empty((len(labels), size, size, 3), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        angle = np.pi * (label % 7) / 7
+        freq = 2 + (label // 7) % 5
+        stripes = np.sin(2 * np.pi * freq * (np.cos(angle) * xx + np.sin(angle) * yy))
+        pixels = palette[label][None, None, :] + 35 * stripes[..., None]
+        pixels = pixels + rng.normal(0, 12, size=pixels.shape)
+        images[i] = np.clip(pixels, 0, 255).astype(np.uint8)
+    return images
+
+
+class _SyntheticMixin:
+    """Replaces download + parsing by generated examples; features and layout stay the real ones."""
+
+    SPLIT_SIZES = {"train": 500, "test": 100}
+    SEED = 0
+
+    def _split_generators(self, dl_manager):
+        self._set_label_names()
+        return {
+            split: self._generate_examples(split=split, n=n)
+            for split, n in self.SPLIT_SIZES.items()
+        }
+
+
+def _cifar100_builder():
+    from tensorflow_datasets.image_classification import cifar
+
+    class SyntheticCifar100(_SyntheticMixin, cifar.Cifar100, skip_registration=True):
+        name = "cifar100"
+
+        def _set_label_names(self):
+            self.info.features["label"].names = CIFAR100_FINE
+            self.info.features["coarse_label"].names = CIFAR100_COARSE
+
+        def _generate_examples(self, split, n):
+            rng = np.random.default_rng(self.SEED + (split == "test"))
+            labels = rng.integers(0, 100, size=n)
+            images = class_images(labels, 32, 100, seed=self.SEED + 10 + (split == "test"))
+            for i in range(n):
+                key = f"{split}_{i:05d}"
+                yield key, {
+                    "id": key,
+                    "image": images[i],
+                    "label": int(labels[i]),
+                    "coarse_label": int(labels[i]) // 5,
+                }
+
+    return SyntheticCifar100
+
+
+def _stl10_builder():
+    from tensorflow_datasets.datasets.stl10 import stl10_dataset_builder as stl10
+
+    class SyntheticStl10(_SyntheticMixin, stl10.Builder, skip_registration=True):
+        name = "stl10"
+
+        def _info(self):
+            # The real builder reads its description from package files next to its module.
+            return tfds.core.DatasetInfo(
+                builder=self,
+                features=tfds.features.FeaturesDict({
+                    "image": tfds.features.Image(shape=(96, 96, 3)),
+                    "label": tfds.features.ClassLabel(num_classes=10),
+                }),
+                supervised_keys=("image", "label"),
+                homepage="http://ai.stanford.edu/~acoates/stl10/",
+            )
+
+        def _set_label_names(self):
+            self.info.features["label"].names = STL10_CLASSES
+
+        def _generate_examples(self, split, n):
+            rng = np.random.default_rng(self.SEED + 100 + (split == "test"))
+            if split == "unlabelled":
+                labels = np.full(n, -1)
+                images = class_images(rng.integers(0, 10, size=n), 96, 10, seed=self.SEED + 200)
+            else:
+                labels = rng.integers(0, 10, size=n)
+                images = class_images(labels, 96, 10, seed=self.SEED + 110 + (split == "test"))
+            for i in range(n):
+                yield i, {"image": images[i], "label": int(labels[i])}
+
+    return SyntheticStl10
+
+
+BUILDERS = {"cifar100": _cifar100_builder, "stl10": _stl10_builder}
+
+
+def prepare(name: str, data_dir: str, train: int = 500, test: int = 100, seed: int = 0) -> str:
+    """Writes synthetic ``name`` ("cifar100" or "stl10") into ``data_dir``; returns its folder."""
+    tfds.disable_progress_bar()
+    cls = BUILDERS[name]()
+    sizes = {"train": train, "test": test}
+    if name == "stl10":
+        sizes["unlabelled"] = 8  # STL-10 has this split; the study never reads it
+    builder_cls = type(cls.__name__, (cls,), {"SPLIT_SIZES": sizes, "SEED": seed, "name": name},
+                       skip_registration=True)
+    builder = builder_cls(data_dir=data_dir)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+    )
+    return str(builder.data_path)
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_dir", required=True)
+    parser.add_argument("--datasets", default="cifar100,stl10")
+    parser.add_argument("--train", type=int, default=500)
+    parser.add_argument("--test", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    for name in args.datasets.split(","):
+        print(prepare(name, args.data_dir, args.train, args.test, args.seed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Train the study's experiments.
+
+    python -m lenet_keras.train --exp vanilla|tuned|transfer|all [--data_dir DIR] [--model_dir DIR]
+
+Each run writes <model_dir>/<exp>/: model.keras (best validation accuracy), metrics.json,
+config.json, predictions.npz (test-split predictions) and TensorBoard logs in logs/.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("exp", "all", "Experiment: vanilla, tuned, transfer, or all (the three in order).")
+flags.DEFINE_string("data_dir", None, "TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).")
+flags.DEFINE_string("model_dir", "saved_models", "Where each run writes <model_dir>/<exp>/.")
+flags.DEFINE_integer("epochs", None, "Override the experiment's epochs.")
+flags.DEFINE_integer("batch_size", None, "Override the experiment's training batch size.")
+flags.DEFINE_float("learning_rate", None, "Override the experiment's Adam learning rate.")
+flags.DEFINE_integer("seed", None, "Override the experiment's random seed.")
+flags.DEFINE_string(
+    "source_model", None,
+    "transfer only: the .keras model to start from (default: <model_dir>/tuned/model.keras).",
+)
+
+
+def check_overrides() -> None:
+    from lenet_keras.errors import UserError
+
+    for name in ("epochs", "batch_size"):
+        value = getattr(FLAGS, name)
+        if value is not None and value <= 0:
+            raise UserError(f"--{name} must be a positive integer, got {value}")
+    if FLAGS.learning_rate is not None and not FLAGS.learning_rate > 0:
+        raise UserError(f"--learning_rate must be positive, got {FLAGS.learning_rate}")
+
+
+def resolve_configs(exp: str):
+    """The configs `--exp` names, with flag overrides applied, in the order they must run."""
+    import experiments
+
+    names = experiments.STUDY_ORDER if exp == "all" else (exp,)
+    overrides = dict(
+        epochs=FLAGS.epochs,
+        batch_size=FLAGS.batch_size,
+        learning_rate=FLAGS.learning_rate,
+        seed=FLAGS.seed,
+    )
+    return [experiments.get_config(name).replace(**overrides) for name in names]
+
+
+def comparison_table(results) -> str:
+    header = "| experiment | dataset | epochs | params | best val acc (epoch) | test acc | test top-5 |"
+    rows = [header, "|" + "---|" * 7]
+    for m in results:
+        rows.append(
+            f"| {m['experiment']} | {m['dataset']} | {m['epochs_run']} | {m['params']:,} | "
+            f"{m['best_val_accuracy']:.4f} ({m['best_epoch']}) | {m['test_accuracy']:.4f} | "
+            f"{m['test_top5_accuracy']:.4f} |"
+        )
+    return "\n".join(rows)
+
+
+def run(exp: str) -> list:
+    from lenet_keras.training import run_experiment
+
+    check_overrides()
+    configs = resolve_configs(exp)
+    results = []
+    for config in configs:
+        source = FLAGS.source_model if config.source_experiment else None
+        metrics = run_experiment(config, FLAGS.data_dir, FLAGS.model_dir, source_model=source)
+        logging.info("%s: test accuracy %.4f (top-5 %.4f), best val %.4f at epoch %d",
+                     config.name, metrics["test_accuracy"], metrics["test_top5_accuracy"],
+                     metrics["best_val_accuracy"], metrics["best_epoch"])
+        results.append(metrics)
+    print(comparison_table(results))
+    return results
+
+
+def main(argv):
+    from lenet_keras.errors import UserError
+
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {argv[1:]}: all options are --flags", file=sys.stderr)
+        sys.exit(2)
+    try:
+        run(FLAGS.exp)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted; earlier results in --model_dir are untouched", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    app.run(main)

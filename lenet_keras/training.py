@@ -1,0 +1,182 @@
+"""One experiment, start to finish: data, model, fit with a best-val checkpoint, test, artifacts.
+
+Artifacts of a run go to ``<model_dir>/<exp>/``; while it runs they are written into
+``<model_dir>/<exp>/.staging/`` and only moved into place (``os.replace``, one file at a time)
+after the test evaluation succeeded, so a failed or interrupted run never touches the model of an
+earlier good run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from lenet_keras import data, models
+from lenet_keras.config import ExperimentConfig
+from lenet_keras.errors import UserError, first_line
+
+MODEL_FILE = "model.keras"
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.json"
+PREDICTIONS_FILE = "predictions.npz"
+STAGING = ".staging"
+SAMPLE_IMAGES = 64  # test images kept beside the predictions, for the report's picture grid
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall seconds of each epoch's training pass; Keras validates before on_epoch_end."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_test_begin(self, logs=None):
+        if self._start is not None:  # only the validation that closes a training epoch
+            self.seconds.append(time.perf_counter() - self._start)
+            self._start = None
+
+
+def experiment_dir(model_dir: str, name: str) -> str:
+    return os.path.join(model_dir, name)
+
+
+def default_source_model(model_dir: str, config: ExperimentConfig) -> str:
+    return os.path.join(experiment_dir(model_dir, config.source_experiment), MODEL_FILE)
+
+
+def build_model(config: ExperimentConfig, num_classes: int, source_model: Optional[str]):
+    if config.source_experiment is None:
+        return models.build_from_config(config, num_classes)
+    if not os.path.exists(source_model):
+        raise UserError(
+            f"transfer needs a trained {config.source_experiment} model, but {source_model} does "
+            f"not exist: run `python -m lenet_keras.train --exp {config.source_experiment}` first "
+            "or pass --source_model"
+        )
+    source = models.load_source_model(source_model, config.image_size)
+    return models.build_transfer_model(source, num_classes)
+
+
+def _write_json(path: str, payload: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _predict_test(model: keras.Model, test: tf.data.Dataset) -> dict:
+    probabilities, labels, images = [], [], []
+    for x, y in test:
+        probabilities.append(model.predict_on_batch(x))
+        labels.append(y.numpy())
+        if sum(len(i) for i in images) < SAMPLE_IMAGES:
+            images.append(x.numpy()[:SAMPLE_IMAGES])
+    probabilities = np.concatenate(probabilities)
+    return {
+        "labels": np.concatenate(labels).astype(np.int32),
+        "predictions": probabilities.argmax(axis=1).astype(np.int32),
+        # Top-5 with their probabilities is all the report needs; the full matrix is 100x larger.
+        "top5": np.argsort(-probabilities, axis=1)[:, :5].astype(np.int32),
+        "top5_probabilities": -np.sort(-probabilities, axis=1)[:, :5].astype(np.float32),
+        "sample_images": np.concatenate(images)[:SAMPLE_IMAGES],
+    }
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    data_dir: Optional[str] = None,
+    model_dir: str = "saved_models",
+    source_model: Optional[str] = None,
+    verbose: int = 2,
+) -> dict:
+    """Trains ``config``, evaluates the best-validation weights on test; returns metrics.json's dict."""
+    config.validate()
+    keras.utils.set_random_seed(config.seed)
+    if config.source_experiment is not None:
+        source_model = source_model or default_source_model(model_dir, config)
+    exp_dir = experiment_dir(model_dir, config.name)
+    staging = os.path.join(exp_dir, STAGING)
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot write to {exp_dir} ({exc.strerror}): choose another --model_dir") from None
+
+    splits = data.load_splits(config, data_dir)
+    model = build_model(config, splits.num_classes, source_model)
+    models.compile_classifier(model, config.learning_rate)
+
+    timer = EpochTimer()
+    checkpoint_path = os.path.join(staging, MODEL_FILE)
+    callbacks = [
+        timer,
+        keras.callbacks.ModelCheckpoint(
+            checkpoint_path, monitor="val_accuracy", mode="max", save_best_only=True
+        ),
+        keras.callbacks.TensorBoard(os.path.join(exp_dir, "logs")),
+    ]
+    logging.info("training %s on %s: %d train / %d val / %d test examples",
+                 config.name, config.dataset, splits.train_examples, splits.val_examples,
+                 splits.test_examples)
+    try:
+        history = model.fit(
+            splits.train,
+            validation_data=splits.val,
+            epochs=config.epochs,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        best = keras.models.load_model(checkpoint_path)
+        test = best.evaluate(splits.test, return_dict=True, verbose=0)
+        predictions = _predict_test(best, splits.test)
+    except tf.errors.DataLossError as exc:
+        raise UserError(
+            f"the prepared {config.dataset} data is corrupt or truncated ({first_line(exc)}): "
+            f"delete its folder under the TFDS data_dir and prepare it again"
+        ) from None
+
+    val_acc = [float(v) for v in history.history["val_accuracy"]]
+    best_epoch = int(np.argmax(val_acc)) + 1
+    trainable = int(sum(np.prod(w.shape) for w in best.trainable_weights))
+    metrics = {
+        "experiment": config.name,
+        "dataset": config.dataset,
+        "test_accuracy": float(test["accuracy"]),
+        "test_top5_accuracy": float(test["top5_accuracy"]),
+        "test_loss": float(test["loss"]),
+        "best_val_accuracy": max(val_acc),
+        "best_epoch": best_epoch,
+        "epochs_run": len(val_acc),
+        "train_examples": splits.train_examples,
+        "val_examples": splits.val_examples,
+        "test_examples": splits.test_examples,
+        "params": int(best.count_params()),
+        "trainable_params": trainable,
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "epoch_seconds": timer.seconds,
+        "class_names": splits.class_names,
+        "source_model": source_model,
+        "config": config.to_dict(),
+    }
+    np.savez_compressed(os.path.join(staging, PREDICTIONS_FILE), **predictions)
+    _write_json(os.path.join(staging, CONFIG_FILE), config.to_dict())
+    _write_json(os.path.join(staging, METRICS_FILE), metrics)
+    # The model goes first and metrics.json last: metrics.json present means its run finished.
+    for name in (MODEL_FILE, PREDICTIONS_FILE, CONFIG_FILE, METRICS_FILE):
+        os.replace(os.path.join(staging, name), os.path.join(exp_dir, name))
+    shutil.rmtree(staging, ignore_errors=True)
+    return metrics
