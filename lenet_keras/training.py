@@ -130,7 +130,9 @@ def run_experiment(
 
     splits = data.load_splits(config, data_dir)
     model = build_model(config, splits.num_classes, source_model)
-    models.compile_classifier(model, config.learning_rate)
+    models.compile_classifier(
+        model, config.learning_rate, config.steps_per_execution, config.jit_compile
+    )
 
     timer = EpochTimer()
     checkpoint_path = os.path.join(staging, MODEL_FILE)

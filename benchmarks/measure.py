@@ -1,0 +1,154 @@
+"""The measurements behind BENCHMARKS.md; each returns a callable that does one timed run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The real datasets' sizes, so a study run here costs what it costs on CIFAR-100 / STL-10.
+FULL_SIZES = {"cifar100": (50_000, 10_000), "stl10": (5_000, 8_000)}
+
+
+def prepare_data(data_dir: str) -> None:
+    """Writes full-sized synthetic CIFAR-100 and STL-10 into data_dir unless they are there."""
+    import tensorflow_datasets as tfds
+
+    from lenet_keras import synthetic_data
+    from lenet_keras.errors import UserError
+
+    for name, (train, test) in FULL_SIZES.items():
+        builder = tfds.builder(name, data_dir=data_dir)
+        if not builder.is_prepared():
+            print(f"preparing synthetic {name} ({train} train / {test} test) in {data_dir}", flush=True)
+            synthetic_data.prepare(name, data_dir, train=train, test=test)
+            continue
+        sizes = (builder.info.splits["train"].num_examples, builder.info.splits["test"].num_examples)
+        if sizes != (train, test):
+            raise UserError(f"{name} in {data_dir} has {sizes} train/test examples, not the real "
+                            f"{(train, test)}: pass another --data_dir and it will be prepared")
+
+
+def matmul_gflops(n: int = 1024, iterations: int = 20) -> float:
+    """The float32 matmul rate TensorFlow reaches on this machine: the compute bound's unit."""
+    import tensorflow as tf
+
+    a = tf.random.normal((n, n))
+    b = tf.random.normal((n, n))
+    (a @ b).numpy()
+    start = time.perf_counter()
+    for _ in range(iterations):
+        c = a @ b
+    c.numpy()
+    return iterations * 2 * n**3 / (time.perf_counter() - start) / 1e9
+
+
+def _config(name: str, train_images: int):
+    import experiments
+
+    config = experiments.get_config(name)
+    if train_images:
+        config = config.replace(train_split=f"train[:{train_images}]")
+    return config
+
+
+def build_model(config, num_classes: int):
+    import experiments
+    from lenet_keras import models
+
+    if config.source_experiment is None:
+        return models.build_from_config(config, num_classes)
+    source = experiments.get_config(config.source_experiment)
+    return models.build_transfer_model(models.build_from_config(source, 100), num_classes)
+
+
+def keras_runner(name: str, data_dir: str, train_images: int = 0, steps_per_execution=None,
+                 jit_compile=None):
+    """One epoch of ``model.fit`` on the experiment's real input pipeline; returns images/s.
+
+    A setting left None is the experiment config's (the product's).
+    """
+    import keras
+
+    from lenet_keras import data, models
+
+    config = _config(name, train_images)
+    splits = data.load_splits(config, data_dir)
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(config, splits.num_classes)
+    spe = config.steps_per_execution if steps_per_execution is None else steps_per_execution
+    jit = config.jit_compile if jit_compile is None else jit_compile
+    models.compile_classifier(model, config.learning_rate, spe, jit)
+    seconds = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds.append(time.perf_counter() - self.start)
+
+    def run() -> float:
+        model.fit(splits.train, epochs=1, verbose=0, callbacks=[Timer()])
+        return splits.train_examples / seconds[-1]
+
+    run.model = model
+    run.splits = splits
+    return run
+
+
+def training_arrays(splits):
+    """The training images and labels as uint8/int arrays: what a PyTorch user holds in memory."""
+    images, labels = zip(*((x.numpy(), y.numpy()) for x, y in splits.train), strict=True)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def torch_runner(images, labels, compile: bool):
+    from benchmarks.torch_lenet import Trainer
+
+    trainer = Trainer(compile=compile)
+    trainer.epoch(images[:1280], labels[:1280])  # torch.compile compiles here, outside the timing
+    return lambda: trainer.epoch(images, labels)
+
+
+def pipeline_rates(name: str, data_dir: str, train_images: int = 0):
+    """(cold, warm) images/s of the training pipeline alone: first pass reads, decodes, resizes and
+    fills the cache; the second reads the cache, as every later epoch does."""
+    from lenet_keras import data
+
+    config = _config(name, train_images)
+    splits = data.load_splits(config, data_dir)
+    rates = []
+    for _ in range(2):
+        start = time.perf_counter()
+        for _ in splits.train:
+            pass
+        rates.append(splits.train_examples / (time.perf_counter() - start))
+    return tuple(rates)
+
+
+def study_seconds(data_dir: str) -> dict:
+    """Wall seconds of ``python -m lenet_keras.train --exp all`` in a fresh process, and each
+    experiment's seconds from its metrics.json."""
+    with tempfile.TemporaryDirectory() as model_dir:
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "lenet_keras.train", "--exp", "all", "--data_dir", data_dir,
+             "--model_dir", model_dir],
+            check=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wall = time.perf_counter() - start
+        epochs = {}
+        for name in ("vanilla", "tuned", "transfer"):
+            with open(os.path.join(model_dir, name, "metrics.json")) as f:
+                metrics = json.load(f)
+            epochs[name] = {"epoch_seconds": sum(metrics["epoch_seconds"]),
+                            "test_accuracy": metrics["test_accuracy"]}
+    return {"wall": wall, "experiments": epochs}

@@ -1,0 +1,142 @@
+"""Training throughput of lenet_keras vs PyTorch, the FLOP bound, the input pipeline, the study.
+
+    pip install -e .[bench]          # torch==2.13.0, the peer
+    python -m benchmarks.run         # writes benchmarks/BENCHMARKS.md and benchmarks/results.json
+
+Prepares full-sized synthetic CIFAR-100/STL-10 in --data_dir if missing. Every contender runs once
+to warm up (tracing, torch.compile, cache fill), then all run in turn --repeats times, so load from
+other processes hits each alike; figures are the median (min–max) of those runs, ratios the median
+of the per-round ratios.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data_dir", os.path.join("~", "tensorflow_datasets_bench"),
+                    "TFDS data dir for full-sized synthetic CIFAR-100/STL-10 (prepared if missing).")
+flags.DEFINE_string("out", os.path.join(os.path.dirname(__file__), "BENCHMARKS.md"), "Report to write.")
+flags.DEFINE_integer("repeats", 5, "Timed runs of each contender.")
+flags.DEFINE_integer("train_images", 0, "Training images per run (0: the experiment's whole train split).")
+flags.DEFINE_integer("study_runs", 3, "Timed `train --exp all` runs (0: skip).")
+flags.DEFINE_boolean("attempts", True, "Also time steps_per_execution alone, without XLA.")
+flags.DEFINE_boolean("render_only", False, "Rewrite --out from the results.json beside it; measure nothing.")
+flags.DEFINE_integer("torch_threads", 0, "PyTorch intra-op threads (0: its default, one per core). "
+                     "On a machine shared with other jobs, 1 avoids OpenMP's collapse under contention.")
+
+
+def contenders(data_dir: str, train_images: int, attempts: bool):
+    """name -> (runner, group); the vanilla Keras product setting is the reference of its group."""
+    from benchmarks import measure
+
+    product = measure.keras_runner("vanilla", data_dir, train_images)
+    spe, jit = int(product.model.steps_per_execution), bool(product.model.jit_compile)
+    runners = {
+        f"Keras fit, product settings (steps_per_execution={spe}, jit_compile={jit})": product,
+        "Keras fit, seed settings (steps_per_execution=1, jit_compile=False)": measure.keras_runner(
+            "vanilla", data_dir, train_images, steps_per_execution=1, jit_compile=False),
+    }
+    if attempts:
+        runners[f"Keras fit, steps_per_execution={spe}, jit_compile=False"] = measure.keras_runner(
+            "vanilla", data_dir, train_images, jit_compile=False)
+    images, labels = measure.training_arrays(product.splits)
+    import torch
+
+    if FLAGS.torch_threads:
+        torch.set_num_threads(FLAGS.torch_threads)
+
+    runners[f"PyTorch {torch.__version__} eager"] = measure.torch_runner(images, labels, False)
+    runners[f"PyTorch {torch.__version__} torch.compile"] = measure.torch_runner(images, labels, True)
+    per_experiment = {"vanilla": product}
+    for name in ("tuned", "transfer"):
+        per_experiment[name] = measure.keras_runner(name, data_dir, train_images)
+        runners[f"Keras fit, product settings, {name}"] = per_experiment[name]
+    return runners, per_experiment
+
+
+def main(argv):
+    from lenet_keras.errors import UserError
+
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {argv[1:]}: all options are --flags", file=sys.stderr)
+        sys.exit(2)
+    out_dir = os.path.dirname(os.path.abspath(FLAGS.out))
+    results_path = os.path.join(out_dir, "results.json")
+    from benchmarks import report
+
+    if FLAGS.render_only:
+        with open(results_path) as f:
+            results = json.load(f)
+        with open(FLAGS.out, "w") as f:
+            f.write(report.render(results))
+        return
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("error: the PyTorch peer is not installed: pip install -e .[bench]", file=sys.stderr)
+        sys.exit(2)
+    try:
+        results = measure_all()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(results_path, "w") as f:
+        json.dump(results, f, indent=1)
+    with open(FLAGS.out, "w") as f:
+        f.write(report.render(results))
+    print(f"wrote {FLAGS.out}")
+
+
+def measure_all() -> dict:
+    from benchmarks import flops, machine, measure, stats
+
+    data_dir = os.path.expanduser(FLAGS.data_dir)
+    measure.prepare_data(data_dir)
+    results = {"machine_before": machine.describe(), "flags": {
+        "repeats": FLAGS.repeats, "train_images": FLAGS.train_images, "study_runs": FLAGS.study_runs,
+        "torch_threads": FLAGS.torch_threads}}
+    print("pipelines", flush=True)
+    pipes = {"vanilla": [], "transfer": []}
+    for _ in range(FLAGS.repeats):
+        for name in pipes:
+            pipes[name].append(measure.pipeline_rates(name, data_dir, FLAGS.train_images))
+    results["pipeline"] = {name: {"cold": stats.summary([c for c, _ in v]),
+                                  "warm": stats.summary([w for _, w in v])} for name, v in pipes.items()}
+
+    print("warming up the contenders", flush=True)
+    runners, per_experiment = contenders(data_dir, FLAGS.train_images, FLAGS.attempts)
+    for run in runners.values():
+        run()
+    rates = {name: [] for name in runners}
+    matmul = []
+    for i in range(FLAGS.repeats):
+        print(f"round {i + 1}/{FLAGS.repeats}", flush=True)
+        matmul.append(measure.matmul_gflops())
+        for name, run in runners.items():
+            rates[name].append(run())
+    results["matmul_gflops"] = stats.summary(matmul)
+    results["training"] = {name: stats.summary(v) for name, v in rates.items()}
+    results["rounds"] = rates
+    results["flops"] = {name: flops.training_flops_per_image(run.model)
+                        for name, run in per_experiment.items()}
+    results["bound_names"] = {name: next(k for k, r in runners.items() if r is run)
+                              for name, run in per_experiment.items()}
+    results["train_examples"] = {name: run.splits.train_examples for name, run in per_experiment.items()}
+
+    study = []
+    for i in range(FLAGS.study_runs):
+        print(f"study run {i + 1}/{FLAGS.study_runs}", flush=True)
+        study.append(measure.study_seconds(data_dir))
+    results["study"] = study
+    results["machine_after"] = machine.describe()  # after set_num_threads: the threads torch used
+    return results
+
+
+if __name__ == "__main__":
+    app.run(main)
