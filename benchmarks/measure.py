@@ -49,11 +49,15 @@ def matmul_gflops(n: int = 1024, iterations: int = 20) -> float:
     return iterations * 2 * n**3 / (time.perf_counter() - start) / 1e9
 
 
-def _config(name: str, train_images: int):
+def _config(name: str, data_dir: str, train_images: int):
+    """The experiment's config, its training split cut to train_images if that is smaller."""
+    import tensorflow_datasets as tfds
+
     import experiments
 
     config = experiments.get_config(name)
-    if train_images:
+    available = tfds.builder(config.dataset, data_dir=data_dir).info.splits[config.train_split]
+    if train_images and train_images < available.num_examples:
         config = config.replace(train_split=f"train[:{train_images}]")
     return config
 
@@ -78,7 +82,7 @@ def keras_runner(name: str, data_dir: str, train_images: int = 0, steps_per_exec
 
     from lenet_keras import data, models
 
-    config = _config(name, train_images)
+    config = _config(name, data_dir, train_images)
     splits = data.load_splits(config, data_dir)
     keras.utils.set_random_seed(config.seed)
     model = build_model(config, splits.num_classes)
@@ -122,7 +126,7 @@ def pipeline_rates(name: str, data_dir: str, train_images: int = 0):
     fills the cache; the second reads the cache, as every later epoch does."""
     from lenet_keras import data
 
-    config = _config(name, train_images)
+    config = _config(name, data_dir, train_images)
     splits = data.load_splits(config, data_dir)
     rates = []
     for _ in range(2):
