@@ -4,6 +4,8 @@
 
 Each run writes <model_dir>/<exp>/: model.keras (best validation accuracy), metrics.json,
 config.json, predictions.npz (test-split predictions) and TensorBoard logs in logs/.
+A killed run carries on from its last finished epoch when the same command runs again
+(--fresh starts it over); a second run on the same <model_dir>/<exp> at once is refused.
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ flags.DEFINE_integer("epochs", None, "Override the experiment's epochs.")
 flags.DEFINE_integer("batch_size", None, "Override the experiment's training batch size.")
 flags.DEFINE_float("learning_rate", None, "Override the experiment's Adam learning rate.")
 flags.DEFINE_integer("seed", None, "Override the experiment's random seed.")
+flags.DEFINE_bool("fresh", False, "Discard an interrupted run of the experiment instead of resuming it.")
+flags.DEFINE_bool(
+    "deterministic", False,
+    "Make TensorFlow ops deterministic too (tf.config.experimental.enable_op_determinism), so a "
+    "--seed gives identical results on GPU as well; costs speed.",
+)
 flags.DEFINE_string(
     "source_model", None,
     "transfer only: the .keras model to start from (default: <model_dir>/tuned/model.keras).",
@@ -67,11 +75,17 @@ def run(exp: str) -> list:
     from lenet_keras.training import run_experiment
 
     check_overrides()
+    if FLAGS.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     configs = resolve_configs(exp)
     results = []
     for config in configs:
         source = FLAGS.source_model if config.source_experiment else None
-        metrics = run_experiment(config, FLAGS.data_dir, FLAGS.model_dir, source_model=source)
+        metrics = run_experiment(
+            config, FLAGS.data_dir, FLAGS.model_dir, source_model=source, fresh=FLAGS.fresh
+        )
         logging.info("%s: test accuracy %.4f (top-5 %.4f), best val %.4f at epoch %d",
                      config.name, metrics["test_accuracy"], metrics["test_top5_accuracy"],
                      metrics["best_val_accuracy"], metrics["best_epoch"])
