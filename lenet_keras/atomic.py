@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 
 def fsync_dir(path: str) -> None:
@@ -34,6 +35,13 @@ def replace(src: str, dst: str) -> None:
     fsync_file(src)
     os.replace(src, dst)
     fsync_dir(os.path.dirname(os.path.abspath(dst)))
+
+
+def publish(src: str, dst: str) -> None:
+    """Puts a copy of ``src`` at ``dst`` atomically; ``src`` stays, so a killed publish can be redone."""
+    tmp = dst + ".tmp"
+    shutil.copyfile(src, tmp)
+    replace(tmp, dst)
 
 
 def write_json(path: str, payload: dict) -> None:

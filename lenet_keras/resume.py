@@ -194,8 +194,11 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         # epochs see the uninterrupted run's batch order only if the draws are replayed.
         for _ in range(epoch * self.iterators_per_epoch):
             iter(self.train_data)
-        if epoch:
-            planned = self.params.get("epochs") if self.params else None
+        planned = (self.params or {}).get("epochs")
+        if epoch and planned is not None and epoch >= planned:
+            logging.info("resuming %s after its last epoch (%d/%d, restored from %s): evaluating",
+                         self.state.name, epoch, planned, self.backup_dir)
+        elif epoch:
             logging.info("resuming %s from epoch %d/%s: %d epochs restored from %s",
                          self.state.name, epoch + 1, planned, epoch, self.backup_dir)
 

@@ -193,9 +193,9 @@ def _run_locked(config, data_dir, model_dir, source_model, verbose, fresh) -> di
         atomic.write_json(os.path.join(staging, CONFIG_FILE), config.to_dict())
         atomic.write_json(os.path.join(staging, METRICS_FILE), metrics)
         # The model goes first and metrics.json last: metrics.json present means its run finished.
-        # A kill in between leaves the backup, so the rerun resumes and publishes all four again.
+        # A kill in between leaves staging and the backup, so the rerun publishes all four again.
         for name in (MODEL_FILE, PREDICTIONS_FILE, CONFIG_FILE, METRICS_FILE):
-            atomic.replace(os.path.join(staging, name), os.path.join(exp_dir, name))
+            atomic.publish(os.path.join(staging, name), os.path.join(exp_dir, name))
     except OSError as exc:
         raise state.write_error(exc) from None
     state.finish()
