@@ -88,13 +88,22 @@ def ensure_available(name: str, data_dir: Optional[str]):
     return builder
 
 
+def resize_images(images: tf.Tensor, image_size: int) -> tf.Tensor:
+    """uint8 [..., H, W, C] -> uint8 [..., image_size, image_size, C], antialiased and rounded.
+
+    The one resize of the project: training data and served requests (lenet_keras.export) go
+    through it, so a served image is exactly what the model saw in training. Images whose static
+    size already matches are returned untouched; for 32x32 the resize is the identity anyway.
+    """
+    if images.shape[-3] == image_size and images.shape[-2] == image_size:
+        return images
+    resized = tf.image.resize(images, (image_size, image_size), antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
 def _to_pairs(image_size: int):
     def convert(example):
-        image = example["image"]
-        if image.shape[0] != image_size or image.shape[1] != image_size:
-            image = tf.image.resize(image, (image_size, image_size), antialias=True)
-            image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-        return image, example["label"]
+        return resize_images(example["image"], image_size), example["label"]
 
     return convert
 
