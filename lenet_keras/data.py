@@ -92,13 +92,23 @@ def resize_images(images: tf.Tensor, image_size: int) -> tf.Tensor:
     """uint8 [..., H, W, C] -> uint8 [..., image_size, image_size, C], antialiased and rounded.
 
     The one resize of the project: training data and served requests (lenet_keras.export) go
-    through it, so a served image is exactly what the model saw in training. Images whose static
-    size already matches are returned untouched; for 32x32 the resize is the identity anyway.
+    through it, so a served image is exactly what the model saw in training. Images already at
+    ``image_size`` pass untouched (decided when tracing if the size is static, else at run time).
     """
-    if images.shape[-3] == image_size and images.shape[-2] == image_size:
+    height, width = images.shape[-3], images.shape[-2]
+    if height == image_size and width == image_size:
         return images
-    resized = tf.image.resize(images, (image_size, image_size), antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+    def resize():
+        resized = tf.image.resize(images, (image_size, image_size), antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+    if height is not None and width is not None:
+        return resize()
+    size = tf.shape(images)[-3:-1]
+    same = tf.reduce_all(tf.equal(size, image_size))
+    result = tf.cond(same, lambda: tf.identity(images), resize)
+    return tf.ensure_shape(result, images.shape[:-3] + (image_size, image_size) + images.shape[-1:])
 
 
 def _to_pairs(image_size: int):
