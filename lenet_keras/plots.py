@@ -20,7 +20,7 @@ def learning_curves(name: str, history: Mapping[str, Sequence[float]], best_epoc
     """Train and validation accuracy and loss per epoch, the best-validation epoch marked."""
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     axes = fig.subplots(1, 2)
-    for ax, key in zip(axes, ("accuracy", "loss")):
+    for ax, key in zip(axes, ("accuracy", "loss"), strict=True):
         for prefix, label in (("", "train"), ("val_", "validation")):
             values = history.get(prefix + key)
             if values:
@@ -56,7 +56,7 @@ def confusion_matrix(counts: np.ndarray, class_names: Sequence[str], title: str)
     fig = Figure(figsize=(side + 1.5, side), layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    fontsize = 10 if n <= 12 else 6.5
+    fontsize = 10 if n <= 12 else 7.5
     for (i, j), count in np.ndenumerate(counts):
         if count:
             ax.text(j, i, str(count), ha="center", va="center", fontsize=fontsize,
@@ -90,7 +90,7 @@ def prediction_grid(
     ))).ravel()
     for ax in axes[count:]:
         ax.set_axis_off()
-    for ax, image, true, predicted in zip(axes, images, labels, predictions):
+    for ax, image, true, predicted in zip(axes, images, labels, predictions, strict=False):
         ok = true == predicted
         colour = CORRECT if ok else WRONG
         ax.imshow(image, interpolation="nearest")

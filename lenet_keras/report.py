@@ -10,12 +10,14 @@ neither TensorFlow nor retraining and runs in seconds.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from lenet_keras import plots
 from lenet_keras.errors import UserError, first_line
@@ -115,16 +117,22 @@ def most_confused_pairs(labels, predictions, k: int = CONFUSED_PAIRS) -> List[Tu
     pairs, counts = pairs[wrong], counts[wrong]
     order = np.lexsort((pairs[:, 1], pairs[:, 0], -counts))[:k]
     support = np.bincount(labels)
-    return [(int(t), int(p), int(c), int(support[t])) for (t, p), c in zip(pairs[order], counts[order])]
+    return [
+        (int(t), int(p), int(c), int(support[t]))
+        for (t, p), c in zip(pairs[order], counts[order], strict=True)
+    ]
 
 
-def figures(run: Run) -> Dict[str, Tuple[str, object]]:
-    """``{png file name: (caption, Figure)}`` for one finished run."""
+def figures(run: Run) -> Dict[str, Tuple[str, Callable[[], Figure]]]:
+    """``{png file name: (caption, function drawing the Figure)}`` for one finished run.
+
+    Drawing is deferred so that each figure is drawn, saved and dropped in turn.
+    """
     m, name = run.metrics, run.name
     out = {
         f"curves_{name}.png": (
             "Learning curves (star: the best validation epoch, whose weights were tested)",
-            plots.learning_curves(name, m["history"], m["best_epoch"]),
+            functools.partial(plots.learning_curves, name, m["history"], m["best_epoch"]),
         )
     }
     p = run.predictions
@@ -133,27 +141,36 @@ def figures(run: Run) -> Dict[str, Tuple[str, object]]:
     names = m["class_names"]
     labels, predictions = p["labels"], p["predictions"]
     if len(names) <= READABLE_CLASSES:
-        counts = plots.confusion_counts(labels, predictions, len(names))
         out[f"confusion_{name}.png"] = (
             "Confusion matrix on the test split",
-            plots.confusion_matrix(counts, names, f"{name}: confusion matrix ({len(labels)} test images)"),
+            functools.partial(
+                plots.confusion_matrix,
+                plots.confusion_counts(labels, predictions, len(names)),
+                names,
+                f"{name}: confusion matrix ({len(labels)} test images)",
+            ),
         )
     elif "coarse_labels" in p and m.get("coarse_class_names"):
         coarse_names = m["coarse_class_names"]
         coarse_predicted = p["fine_to_coarse"][predictions]
         known = coarse_predicted >= 0
-        counts = plots.confusion_counts(p["coarse_labels"][known], coarse_predicted[known],
-                                        len(coarse_names))
         out[f"confusion_{name}.png"] = (
             "Superclass confusion: true superclass vs the superclass of the predicted fine class",
-            plots.confusion_matrix(counts, coarse_names,
-                                   f"{name}: superclass confusion ({int(known.sum())} test images)"),
+            functools.partial(
+                plots.confusion_matrix,
+                plots.confusion_counts(p["coarse_labels"][known], coarse_predicted[known],
+                                       len(coarse_names)),
+                coarse_names,
+                f"{name}: superclass confusion ({int(known.sum())} test images)",
+            ),
         )
-    images = p["sample_images"]
+    shown = len(p["sample_images"])
     out[f"predictions_{name}.png"] = (
-        f"The first {len(images)} test images with predicted and true class",
-        plots.prediction_grid(images, labels[: len(images)], predictions[: len(images)], names,
-                              f"{name}: first {len(images)} test images"),
+        f"The first {shown} test images with predicted and true class",
+        functools.partial(
+            plots.prediction_grid, p["sample_images"], labels[:shown], predictions[:shown], names,
+            f"{name}: first {shown} test images",
+        ),
     )
     return out
 
@@ -192,8 +209,8 @@ def write_report(model_dir: str, out_dir: Optional[str] = None) -> str:
         lines += ["", f"## {run.name} ({run.metrics['dataset']})", ""]
         if run.problem:
             lines += [f"*{run.problem}*", ""]
-        for filename, (caption, figure) in figures(run).items():
-            _save(figure, os.path.join(out_dir, filename))
+        for filename, (caption, draw) in figures(run).items():
+            _save(draw(), os.path.join(out_dir, filename))
             lines += [f"{caption}:", "", f"![{caption}]({filename})", ""]
         if run.predictions is not None:
             lines += ["Most confused class pairs on the test split:", "", confused_pairs_table(run)]
@@ -205,7 +222,7 @@ def write_report(model_dir: str, out_dir: Optional[str] = None) -> str:
     return path
 
 
-def _save(figure, path: str) -> None:
+def _save(figure: Figure, path: str) -> None:
     # Written beside and renamed so that an interrupted report never leaves a truncated PNG.
     tmp = path + ".tmp.png"
     figure.savefig(tmp, dpi=100)
