@@ -63,7 +63,8 @@ def load_run(model_dir: str, name: str) -> Run:
         if absent:
             raise ValueError(f"no {', '.join(absent)}")
     except (OSError, ValueError) as exc:
-        return Run(name, problem=f"unreadable {METRICS_FILE} ({first_line(exc, 100)}): train it again")
+        return Run(name, problem=f"unreadable {METRICS_FILE} ({first_line(exc, 100)}): train it again "
+                                 f"with {_train_command(model_dir, name)}")
     run = Run(name, metrics=metrics)
     try:
         with np.load(os.path.join(exp_dir, PREDICTIONS_FILE)) as npz:
@@ -209,9 +210,13 @@ def write_report(model_dir: str, out_dir: Optional[str] = None) -> str:
         lines += ["", f"## {run.name} ({run.metrics['dataset']})", ""]
         if run.problem:
             lines += [f"*{run.problem}*", ""]
+        elif len(run.metrics["class_names"]) > READABLE_CLASSES and "coarse_labels" not in run.predictions:
+            lines += ["*No superclass labels in its predictions.npz (trained by an older version, or "
+                      "the dataset has none): the most-confused pairs stand in for a confusion matrix.*",
+                      ""]
         for filename, (caption, draw) in figures(run).items():
             _save(draw(), os.path.join(out_dir, filename))
-            lines += [f"{caption}:", "", f"![{caption}]({filename})", ""]
+            lines += [f"{caption}:", "", f"![{filename[:-4]}]({filename})", ""]
         if run.predictions is not None:
             lines += ["Most confused class pairs on the test split:", "", confused_pairs_table(run)]
     path = os.path.join(out_dir, REPORT_FILE)

@@ -119,16 +119,29 @@ def test_missing_and_unreadable_runs_are_rows_not_crashes(study_dir, tmp_path):
         shutil.copy(os.path.join(study_dir, "vanilla", name), model_dir / "vanilla" / name)
     (model_dir / "tuned").mkdir()
     (model_dir / "tuned" / "metrics.json").write_text("{not json")
+    (model_dir / "transfer").mkdir()
+    shutil.copy(os.path.join(study_dir, "transfer", "metrics.json"), model_dir / "transfer")
 
-    path = report.write_report(str(model_dir))
+    path = report.write_report(str(model_dir), str(tmp_path / "out"))
+    assert path == str(tmp_path / "out" / "REPORT.md")
+    assert not (model_dir / "report").exists()
     markdown = _read_report(path)
     m = _metrics(study_dir, "vanilla")
     assert _table_cells(markdown, "vanilla")[6] == f"{m['test_accuracy']:.4f}"
     assert "unreadable metrics.json" in _table_cells(markdown, "tuned")[1]
-    transfer = _table_cells(markdown, "transfer")[1]
-    assert transfer.startswith("missing") and "--exp transfer" in transfer
+    # A run with metrics but no predictions.npz keeps its row and curves and says what is missing.
+    m = _metrics(study_dir, "transfer")
+    assert _table_cells(markdown, "transfer")[7] == f"{m['test_top5_accuracy']:.4f}"
+    assert "no usable predictions.npz" in markdown
     pngs = sorted(f for f in os.listdir(os.path.dirname(path)) if f.endswith(".png"))
-    assert pngs == ["confusion_vanilla.png", "curves_vanilla.png", "predictions_vanilla.png"]
+    assert pngs == [
+        "confusion_vanilla.png", "curves_transfer.png", "curves_vanilla.png", "predictions_vanilla.png"
+    ]
+
+    shutil.rmtree(model_dir / "transfer")
+    table = report.comparison_table(report.find_runs(str(model_dir)))
+    transfer = _table_cells(table, "transfer")[1]
+    assert transfer.startswith("missing") and "--exp transfer" in transfer
 
 
 def test_most_confused_pairs_counts_and_orders():
