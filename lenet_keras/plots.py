@@ -29,11 +29,17 @@ def learning_curves(name: str, history: Mapping[str, Sequence[float]], best_epoc
                    label=f"best validation accuracy (epoch {best_epoch})")
         val = history.get("val_" + key)
         if val and 1 <= best_epoch <= len(val):
-            ax.plot(best_epoch, val[best_epoch - 1], "*", color="black", markersize=12, zorder=3)
+            ax.plot(best_epoch, val[best_epoch - 1], "*", markersize=16, markerfacecolor="none",
+                    markeredgecolor="black", zorder=3)
+        epochs = max((len(v) for v in history.values()), default=1)
+        ax.set_xlim(0.5, epochs + 0.5)
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.set_title(key)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if epochs <= 25:
+            ax.set_xticks(range(1, epochs + 1))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].legend(loc="best", fontsize=8)
     fig.suptitle(f"{name}: learning curves")

@@ -157,3 +157,15 @@ def test_empty_model_dir_is_a_one_line_error(tmp_path):
     assert os.listdir(tmp_path) == []
     with pytest.raises(UserError, match="does not exist"):
         report.write_report(str(tmp_path / "nowhere"))
+
+
+def test_learning_curves_mark_the_best_validation_epoch(study_dir):
+    m = _metrics(study_dir, "tuned")
+    draw = report.figures(report.load_run(study_dir, "tuned"))["curves_tuned.png"][1]
+    accuracy_ax, loss_ax = draw().axes
+    lines = {line.get_label(): line for line in accuracy_ax.get_lines()}
+    np.testing.assert_allclose(lines["validation"].get_ydata(), m["history"]["val_accuracy"])
+    np.testing.assert_allclose(lines["train"].get_ydata(), m["history"]["accuracy"])
+    marker = lines[f"best validation accuracy (epoch {m['best_epoch']})"]
+    assert list(marker.get_xdata()) == [m["best_epoch"]] * 2
+    assert [t.get_text() for t in loss_ax.get_xticklabels()][0] == "1"
