@@ -79,9 +79,8 @@ def find_runs(model_dir: str) -> List[Run]:
     from experiments import STUDY_ORDER
 
     if not os.path.isdir(model_dir):
-        raise UserError(
-            f"--model_dir {model_dir} does not exist: train first with {_train_command(model_dir)}"
-        )
+        what = "is not a directory" if os.path.exists(model_dir) else "does not exist"
+        raise UserError(f"--model_dir {model_dir} {what}: train first with {_train_command(model_dir)}")
     extra = sorted(
         name for name in os.listdir(model_dir)
         if name not in STUDY_ORDER and os.path.isfile(os.path.join(model_dir, name, METRICS_FILE))
@@ -221,17 +220,27 @@ def write_report(model_dir: str, out_dir: Optional[str] = None) -> str:
             lines += ["Most confused class pairs on the test split:", "", confused_pairs_table(run)]
     path = os.path.join(out_dir, REPORT_FILE)
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines).rstrip() + "\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write("\n".join(lines).rstrip() + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
     return path
+
+
+def _unwritable(path: str, exc: OSError) -> UserError:
+    return UserError(f"cannot write {path} ({exc.strerror}): free some space or pass another --out_dir")
 
 
 def _save(figure: Figure, path: str) -> None:
     # Written beside and renamed so that an interrupted report never leaves a truncated PNG.
     tmp = path + ".tmp.png"
-    figure.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    try:
+        figure.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
 
 
 def main(argv):
