@@ -9,11 +9,11 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run_cli
 from PIL import Image
 
 from lenet_keras import report, synthetic_data
 from lenet_keras.errors import UserError
+from tests.conftest import assert_one_line_error, run_cli
 
 STUDY = ("vanilla", "tuned", "transfer")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
