@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from typing import List, Optional
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -133,7 +134,8 @@ def load_splits(config, data_dir: Optional[str] = None) -> Splits:
     except (ValueError, KeyError) as exc:
         raise UserError(f"bad split for {config.dataset}: {first_line(exc)}") from None
     if min(sizes) == 0:
-        raise UserError(f"split sizes {dict(zip(splits, sizes))} of {config.dataset}: none may be empty")
+        sized = dict(zip(splits, sizes, strict=True))
+        raise UserError(f"{config.dataset} split sizes {sized}: none may be empty, adjust the splits")
 
     convert = _to_pairs(config.image_size)
     auto = tf.data.AUTOTUNE
@@ -160,3 +162,28 @@ def load_splits(config, data_dir: Optional[str] = None) -> Splits:
         val_examples=sizes[1],
         test_examples=sizes[2],
     )
+
+
+def coarse_labels(config, data_dir: Optional[str] = None):
+    """``(test coarse labels, coarse class names, fine->coarse map)``, or None without ``coarse_label``.
+
+    CIFAR-100's 20 superclasses make a confusion matrix people can read; the fine->coarse map (-1
+    for a fine class seen in neither split) lets the report put predicted fine classes into them.
+    Only the labels are decoded, and the test split is read in the same order as ``load_splits``.
+    """
+    builder = ensure_available(config.dataset, data_dir)
+    features = builder.info.features
+    if "coarse_label" not in features:
+        return None
+    decoders = tfds.decode.PartialDecoding({"label": True, "coarse_label": True})
+
+    def read(split):
+        ds = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders, batch_size=-1)
+        ds = tfds.as_numpy(ds)
+        return ds["label"].astype(np.int32), ds["coarse_label"].astype(np.int32)
+
+    fine_to_coarse = np.full(features["label"].num_classes, -1, dtype=np.int32)
+    test_fine, test_coarse = read(config.test_split)
+    for fine, coarse in (read(config.train_split), (test_fine, test_coarse)):
+        fine_to_coarse[fine] = coarse
+    return test_coarse, list(features["coarse_label"].names), fine_to_coarse
