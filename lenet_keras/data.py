@@ -92,7 +92,7 @@ def ensure_available(name: str, data_dir: Optional[str]):
 def resize_images(images: tf.Tensor, image_size: int) -> tf.Tensor:
     """uint8 [..., H, W, C] -> uint8 [..., image_size, image_size, C], antialiased and rounded.
 
-    The one resize of the project: training data and served requests (lenet_keras.export) go
+    The one resize of the project: training data and served requests (lenet_keras.serving) go
     through it, so a served image is exactly what the model saw in training. Images already at
     ``image_size`` pass untouched (decided when tracing if the size is static, else at run time).
     """
