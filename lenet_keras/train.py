@@ -72,14 +72,15 @@ def comparison_table(results) -> str:
 
 
 def run(exp: str) -> list:
-    from lenet_keras.training import run_experiment
-
     check_overrides()
     if FLAGS.deterministic:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
     configs = resolve_configs(exp)
+    # TensorFlow loads only now, so a mistyped flag is answered in about a second.
+    from lenet_keras.training import run_experiment
+
     results = []
     for config in configs:
         source = FLAGS.source_model if config.source_experiment else None
@@ -91,6 +92,10 @@ def run(exp: str) -> list:
                      metrics["best_val_accuracy"], metrics["best_epoch"])
         results.append(metrics)
     print(comparison_table(results))
+    if exp == "all":
+        from lenet_keras.report import write_report
+
+        print(f"report: {write_report(FLAGS.model_dir)}")
     return results
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 import keras
 import numpy as np
@@ -103,6 +103,7 @@ def run_experiment(
     model_dir: str = "saved_models",
     source_model: Optional[str] = None,
     verbose: int = 2,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
     fresh: bool = False,
 ) -> dict:
     """Trains ``config``, evaluates the best-validation weights on test; returns metrics.json's dict.
@@ -111,10 +112,10 @@ def run_experiment(
     """
     config.validate()
     with runlock.RunLock(experiment_dir(model_dir, config.name)):
-        return _run_locked(config, data_dir, model_dir, source_model, verbose, fresh)
+        return _run_locked(config, data_dir, model_dir, source_model, verbose, extra_callbacks, fresh)
 
 
-def _run_locked(config, data_dir, model_dir, source_model, verbose, fresh) -> dict:
+def _run_locked(config, data_dir, model_dir, source_model, verbose, extra_callbacks, fresh) -> dict:
     keras.utils.set_random_seed(config.seed)
     if config.source_experiment is not None:
         source_model = source_model or default_source_model(model_dir, config)
@@ -139,6 +140,7 @@ def _run_locked(config, data_dir, model_dir, source_model, verbose, fresh) -> di
         checkpoint,  # before the backup: it only writes a candidate that the backup then commits
         resume.ResumableBackup(state, checkpoint, timer, splits.train, steps_per_epoch),
         keras.callbacks.TensorBoard(os.path.join(exp_dir, "logs")),
+        *extra_callbacks,
     ]
     logging.info("training %s on %s: %d train / %d val / %d test examples",
                  config.name, config.dataset, splits.train_examples, splits.val_examples,
@@ -155,6 +157,7 @@ def _run_locked(config, data_dir, model_dir, source_model, verbose, fresh) -> di
         best = keras.models.load_model(state.best_model_path)
         test = best.evaluate(splits.test, return_dict=True, verbose=0)
         predictions = _predict_test(best, splits.test)
+        coarse = data.coarse_labels(config, data_dir)
     except tf.errors.DataLossError as exc:
         raise UserError(
             f"the prepared {config.dataset} data is corrupt or truncated ({_data_loss_reason(exc)}): "
@@ -188,6 +191,9 @@ def _run_locked(config, data_dir, model_dir, source_model, verbose, fresh) -> di
         "source_model": source_model,
         "config": config.to_dict(),
     }
+    if coarse is not None:
+        test_coarse, metrics["coarse_class_names"], fine_to_coarse = coarse
+        predictions.update(coarse_labels=test_coarse, fine_to_coarse=fine_to_coarse)
     try:
         np.savez_compressed(os.path.join(staging, PREDICTIONS_FILE), **predictions)
         atomic.write_json(os.path.join(staging, CONFIG_FILE), config.to_dict())
