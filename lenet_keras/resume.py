@@ -153,6 +153,33 @@ class RunState:
         )
 
 
+def finished_metrics(exp_dir: str, config) -> Optional[dict]:
+    """metrics.json of a finished run of exactly ``config`` in ``exp_dir``, else None."""
+    try:
+        with open(os.path.join(exp_dir, "metrics.json")) as f:
+            metrics = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return metrics if metrics.get("config") == config.to_dict() else None
+
+
+def study_resume_point(model_dir: str, configs) -> int:
+    """How many of ``configs`` (a study, in order) an interrupted run of it had already finished.
+
+    Rerunning the study then continues it: those are kept, not trained again. A study with no
+    unfinished experiment starts from the beginning, as a new run.
+    """
+    for i, config in enumerate(configs):
+        exp_dir = os.path.join(model_dir, config.name)
+        if os.path.exists(os.path.join(exp_dir, STAGING, PROGRESS_FILE)):
+            done = 0
+            while done < i and finished_metrics(os.path.join(model_dir, configs[done].name),
+                                                configs[done]):
+                done += 1
+            return done
+    return 0
+
+
 class ResumableBackup(keras.callbacks.BackupAndRestore):
     """``BackupAndRestore`` that also restores what Keras leaves out (see the module docstring).
 
@@ -176,12 +203,16 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
 
     def on_train_begin(self, logs=None):
         try:
-            super().on_train_begin(logs)
+            with open(self._training_metadata_path) as f:
+                json.load(f)
+        except FileNotFoundError:
+            pass
         except ValueError:
-            # The metadata file was cut short by a kill; the epoch comes from the weights anyway.
+            # Cut short by a kill (Keras writes it in place); the epoch comes from the weights.
             os.remove(self._training_metadata_path)
+        try:
             super().on_train_begin(logs)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise UserError(
                 f"cannot load the backup in {self.backup_dir} ({first_line(exc)}): pass --fresh "
                 "to start over"

@@ -73,20 +73,27 @@ def comparison_table(results) -> str:
 
 def run(exp: str) -> list:
     check_overrides()
+    configs = resolve_configs(exp)
+    # TensorFlow loads only now, so a mistyped flag is answered in about a second.
+    from lenet_keras import resume
+    from lenet_keras.training import experiment_dir, run_experiment
+
     if FLAGS.deterministic:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-    configs = resolve_configs(exp)
-    # TensorFlow loads only now, so a mistyped flag is answered in about a second.
-    from lenet_keras.training import run_experiment
-
+    # Rerunning an interrupted study continues it instead of retraining what it had finished.
+    kept = 0 if FLAGS.fresh else resume.study_resume_point(FLAGS.model_dir, configs)
     results = []
-    for config in configs:
+    for i, config in enumerate(configs):
         source = FLAGS.source_model if config.source_experiment else None
-        metrics = run_experiment(
-            config, FLAGS.data_dir, FLAGS.model_dir, source_model=source, fresh=FLAGS.fresh
-        )
+        if i < kept:
+            logging.info("%s: finished earlier in this study with the same settings, kept", config.name)
+            metrics = resume.finished_metrics(experiment_dir(FLAGS.model_dir, config.name), config)
+        else:
+            metrics = run_experiment(
+                config, FLAGS.data_dir, FLAGS.model_dir, source_model=source, fresh=FLAGS.fresh
+            )
         logging.info("%s: test accuracy %.4f (top-5 %.4f), best val %.4f at epoch %d",
                      config.name, metrics["test_accuracy"], metrics["test_top5_accuracy"],
                      metrics["best_val_accuracy"], metrics["best_epoch"])

@@ -174,6 +174,8 @@ def test_killed_at_every_write_point_then_resumed_matches_uninterrupted(
 
     # 4. Killed between the backup's weights and its metadata file: the weights are of epoch 2,
     #    the metadata still says 1, and epoch 2's best-model candidate was never renamed into place.
+    #    Before it, the metadata of epoch 1 is emptied as a kill inside Keras's in-place write would.
+    os.truncate(os.path.join(exp_dir, resume.BACKUP_DIR, "training_metadata.json"), 0)
     def killed_after_weights(self, filepath, *args, **kwargs):
         save_weights(self, filepath, *args, **kwargs)
         raise Killed
@@ -233,3 +235,18 @@ def test_absurd_learning_rate_stops_with_one_line_error(data_dir, tmp_path):
                    "--data_dir", data_dir, "--model_dir", str(tmp_path), "--deterministic")
     assert_one_line_error(proc, "NaN/Inf in epoch 1", "Lower --learning_rate")
     assert not os.path.exists(tmp_path / "vanilla" / "model.keras")
+
+
+def test_rerun_study_keeps_what_it_finished_and_continues_the_interrupted_experiment(tmp_path):
+    study = [experiments.get_config(name) for name in experiments.STUDY_ORDER]
+    model_dir = str(tmp_path)
+    assert resume.study_resume_point(model_dir, study) == 0  # nothing there: a new study
+    for config in study[:2]:
+        atomic.write_json(str(tmp_path / "metrics.json"), {"config": config.to_dict()})
+        os.makedirs(tmp_path / config.name)
+        os.replace(tmp_path / "metrics.json", tmp_path / config.name / "metrics.json")
+    assert resume.study_resume_point(model_dir, study) == 0  # all finished: a new study
+    resume.RunState(str(tmp_path / "tuned"), study[1]).record_epoch(0, {"val_accuracy": 0.1}, 1.0)
+    assert resume.study_resume_point(model_dir, study) == 1  # vanilla kept, tuned resumes
+    changed = [study[0].replace(seed=7), *study[1:]]
+    assert resume.study_resume_point(model_dir, changed) == 0  # vanilla's settings changed
