@@ -230,8 +230,8 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
             logging.info("resuming %s after its last epoch (%d/%d, restored from %s): evaluating",
                          self.state.name, epoch, planned, self.backup_dir)
         elif epoch:
-            logging.info("resuming %s from epoch %d/%s: %d epochs restored from %s",
-                         self.state.name, epoch + 1, planned, epoch, self.backup_dir)
+            logging.info("resuming %s from epoch %d/%s (state restored from %s)",
+                         self.state.name, epoch + 1, planned, self.backup_dir)
 
     def _restored_epoch(self) -> int:
         if not os.path.exists(self._weights_path):

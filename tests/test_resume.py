@@ -174,8 +174,6 @@ def test_killed_at_every_write_point_then_resumed_matches_uninterrupted(
 
     # 4. Killed between the backup's weights and its metadata file: the weights are of epoch 2,
     #    the metadata still says 1, and epoch 2's best-model candidate was never renamed into place.
-    #    Before it, the metadata of epoch 1 is emptied as a kill inside Keras's in-place write would.
-    os.truncate(os.path.join(exp_dir, resume.BACKUP_DIR, "training_metadata.json"), 0)
     def killed_after_weights(self, filepath, *args, **kwargs):
         save_weights(self, filepath, *args, **kwargs)
         raise Killed
@@ -196,7 +194,9 @@ def test_killed_at_every_write_point_then_resumed_matches_uninterrupted(
     assert "NaN/Inf in epoch 3" in str(error) and "best model so far (epoch 2" in str(error)
     assert keras.models.load_model(best).count_params() == reference["params"]
 
-    # 6. Killed while publishing: model.keras is in place, metrics.json is not.
+    # 6. Killed while publishing: model.keras is in place, metrics.json is not. Before it, the
+    #    backup's metadata is emptied as a kill inside Keras's in-place write of it would leave it.
+    os.truncate(os.path.join(exp_dir, resume.BACKUP_DIR, "training_metadata.json"), 0)
     def torn_publish(src, dst):
         if dst.endswith("predictions.npz"):
             raise Killed
