@@ -88,19 +88,33 @@ def ensure_available(name: str, data_dir: Optional[str]):
     return builder
 
 
+def resize_image(image: tf.Tensor, image_size: int) -> tf.Tensor:
+    """uint8 [h, w, 1|3] -> uint8 [image_size, image_size, 3], the resize every image goes through.
+
+    TFDS data sets and folders of image files (lenet_keras.image_folder) share it, so a model sees
+    the same pixels whichever way the same picture reached it.
+    """
+    if image.shape[-1] == 1:
+        image = tf.image.grayscale_to_rgb(image)
+    if image.shape[0] != image_size or image.shape[1] != image_size:
+        image = tf.image.resize(image, (image_size, image_size), antialias=True)
+        image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    return image
+
+
 def _to_pairs(image_size: int):
     def convert(example):
-        image = example["image"]
-        if image.shape[0] != image_size or image.shape[1] != image_size:
-            image = tf.image.resize(image, (image_size, image_size), antialias=True)
-            image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-        return image, example["label"]
+        return resize_image(example["image"], image_size), example["label"]
 
     return convert
 
 
 def load_splits(config, data_dir: Optional[str] = None) -> Splits:
     """Batched, cached, prefetched train/val/test datasets for ``config`` (an ExperimentConfig)."""
+    if config.image_dir:
+        from lenet_keras import image_folder  # it imports this module
+
+        return image_folder.load_splits(config)
     builder = ensure_available(config.dataset, data_dir)
     features = builder.info.features
     if "image" not in features or "label" not in features:
