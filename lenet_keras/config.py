@@ -48,7 +48,7 @@ class ExperimentConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
 
-    def validate(self) -> "ExperimentConfig":
+    def validate(self) -> ExperimentConfig:
         """Raises UserError naming the first field a user set to something unusable."""
         for field in ("epochs", "batch_size", "eval_batch_size", "image_size"):
             value = getattr(self, field)
@@ -75,7 +75,7 @@ class ExperimentConfig:
             )
         return self
 
-    def replace(self, **overrides) -> "ExperimentConfig":
+    def replace(self, **overrides) -> ExperimentConfig:
         """A copy with the given fields changed; None values mean 'not overridden'."""
         changes = {k: v for k, v in overrides.items() if v is not None}
         if "hidden_units" in changes:
