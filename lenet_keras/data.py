@@ -88,23 +88,25 @@ def ensure_available(name: str, data_dir: Optional[str]):
     return builder
 
 
-def resize_image(image: tf.Tensor, image_size: int) -> tf.Tensor:
-    """uint8 [h, w, 1|3] -> uint8 [image_size, image_size, 3], the resize every image goes through.
+def resize_images(images: tf.Tensor, image_size: int) -> tf.Tensor:
+    """uint8 [..., H, W, C] -> uint8 [..., image_size, image_size, C], antialiased and rounded.
 
-    TFDS data sets and folders of image files (lenet_keras.image_folder) share it, so a model sees
-    the same pixels whichever way the same picture reached it.
+    The one resize of the project: training data and served requests (lenet_keras.export) go
+    through it, so a served image is exactly what the model saw in training. Images whose static
+    size already matches are returned untouched; for 32x32 the resize is the identity anyway.
     """
-    if image.shape[-1] == 1:
-        image = tf.image.grayscale_to_rgb(image)
-    if image.shape[0] != image_size or image.shape[1] != image_size:
-        image = tf.image.resize(image, (image_size, image_size), antialias=True)
-        image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-    return image
+    if images.shape[-3] == image_size and images.shape[-2] == image_size:
+        return images
+    resized = tf.image.resize(images, (image_size, image_size), antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 
 def _to_pairs(image_size: int):
     def convert(example):
-        return resize_image(example["image"], image_size), example["label"]
+        image = example["image"]
+        if image.shape[-1] == 1:  # e.g. mnist: the model takes 3 channels
+            image = tf.image.grayscale_to_rgb(image)
+        return resize_images(image, image_size), example["label"]
 
     return convert
 

@@ -6,7 +6,7 @@
 The layout is the one ``keras.utils.image_dataset_from_directory`` reads; class names are the
 sorted sub-folder names. Every image is decoded once, up front, so that an unreadable file is
 named and skipped before training rather than killing an epoch, and it goes through
-``data.resize_image`` exactly as TFDS images do (grayscale becomes 3 channels, any size becomes
+``data.resize_images`` exactly as TFDS images do (grayscale becomes 3 channels, any size becomes
 ``image_size`` square). The decoded images are held in memory (3 KB each at 32x32): this is for
 your own thousands of pictures, not for ImageNet.
 """
@@ -134,7 +134,7 @@ def scan(root: str) -> Layout:
 
 def _decode(path, image_size: int) -> tf.Tensor:
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    return data.resize_image(image, image_size)
+    return data.resize_images(image, image_size)
 
 
 def read_image(path: str, image_size: int) -> np.ndarray:

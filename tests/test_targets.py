@@ -38,6 +38,17 @@ def test_tfds_target_without_validation_split_carves_it_from_train(data_dir):
     assert config.image_dir is None
 
 
+def test_grayscale_tfds_images_become_three_channel_32x32():
+    import tensorflow as tf
+
+    from lenet_keras import data
+
+    gray = tf.constant(np.arange(28 * 28, dtype=np.uint8).reshape(28, 28, 1))
+    image, label = data._to_pairs(32)({"image": gray, "label": 4})
+    assert image.shape == (32, 32, 3) and image.dtype == tf.uint8 and int(label) == 4
+    np.testing.assert_array_equal(image[..., 0], image[..., 2])
+
+
 @pytest.mark.parametrize("name, needle", [
     ("no_such_dataset", "unknown TFDS dataset 'no_such_dataset'"),
     ("cifar-10", "is not a TFDS dataset name"),
