@@ -129,12 +129,13 @@ def test_folder_target_end_to_end_and_a_bad_folder_loses_nothing(tmp_path, sourc
     assert sorted(predictions["labels"].tolist()) == [0, 1, 2]
     assert predictions["top5"].shape == (3, 3)  # fewer than 5 classes: all of them, ranked
 
-    # A bad folder afterwards: one line, and the good run's artifacts are untouched.
+    # A folder that only fails once decoded, inside the run: one line, the good run untouched.
     before = {name: open(os.path.join(run_dir, name), "rb").read()
               for name in ("metrics.json", "model.keras")}
-    os.makedirs(tmp_path / "empty")
-    proc = _train("--target_dir", str(tmp_path / "empty"), "--model_dir", model_dir,
-                  "--source_model", source_model)
-    assert_one_line_error(proc, "has no class sub-folders")
+    for name in os.listdir(os.path.join(photos, "emu")):
+        with open(os.path.join(photos, "emu", name), "wb") as f:
+            f.write(b"not an image")
+    proc = _train("--target_dir", photos, "--model_dir", model_dir, "--source_model", source_model)
+    assert_one_line_error(proc, "none of the 9 images in", "emu")
     for name, content in before.items():
         assert open(os.path.join(run_dir, name), "rb").read() == content
