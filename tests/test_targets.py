@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -102,23 +103,30 @@ def test_tfds_target_with_its_own_validation_split(tmp_path, source_model):
     assert model.layers[-1].units == 10
 
 
-def test_folder_target_end_to_end_and_a_bad_folder_loses_nothing(tmp_path, source_model):
-    photos = write_class_tree(str(tmp_path / "photos"), per_class=8)
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory, source_model):
+    """`train --exp transfer --target_dir photos` on a 3-class folder with one broken file."""
+    root = tmp_path_factory.mktemp("folder_run")
+    photos = write_class_tree(str(root / "photos"), per_class=8)
     broken = os.path.join(photos, "emu", "broken.png")
     with open(broken, "wb") as f:
         f.write(b"\x89PNG truncated")
-    model_dir = str(tmp_path / "models")
+    model_dir = str(root / "models")
     proc = _train("--target_dir", photos, "--model_dir", model_dir, "--source_model", source_model,
                   "--val_fraction", "0.25")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"skipping unreadable image {broken}" in proc.stderr
+    return {"photos": photos, "broken": broken, "stderr": proc.stderr,
+            "model_dir": model_dir, "run_dir": os.path.join(model_dir, "transfer")}
 
-    run_dir = os.path.join(model_dir, "transfer")
+
+def test_folder_target_end_to_end(folder_run):
+    assert f"skipping unreadable image {folder_run['broken']}" in folder_run["stderr"]
+    run_dir = folder_run["run_dir"]
     with open(os.path.join(run_dir, "metrics.json")) as f:
         metrics = json.load(f)
     assert metrics["class_names"] == list(CLASSES)
     assert metrics["dataset"] == "folder:photos"
-    assert metrics["config"]["image_dir"] == photos
+    assert metrics["config"]["image_dir"] == folder_run["photos"]
     # 8 per class: 2 val (25%), 1 test (10%, at least one), 5 train.
     assert (metrics["train_examples"], metrics["val_examples"], metrics["test_examples"]) == (
         15, 6, 3)
@@ -129,13 +137,17 @@ def test_folder_target_end_to_end_and_a_bad_folder_loses_nothing(tmp_path, sourc
     assert sorted(predictions["labels"].tolist()) == [0, 1, 2]
     assert predictions["top5"].shape == (3, 3)  # fewer than 5 classes: all of them, ranked
 
-    # A folder that only fails once decoded, inside the run: one line, the good run untouched.
+
+def test_a_folder_that_fails_inside_the_run_loses_nothing(folder_run, source_model, tmp_path):
+    run_dir = folder_run["run_dir"]
     before = {name: open(os.path.join(run_dir, name), "rb").read()
               for name in ("metrics.json", "model.keras")}
-    for name in os.listdir(os.path.join(photos, "emu")):
+    photos = shutil.copytree(folder_run["photos"], str(tmp_path / "photos"))
+    for name in os.listdir(os.path.join(photos, "emu")):  # only decoding finds these out
         with open(os.path.join(photos, "emu", name), "wb") as f:
             f.write(b"not an image")
-    proc = _train("--target_dir", photos, "--model_dir", model_dir, "--source_model", source_model)
+    proc = _train("--target_dir", photos, "--model_dir", folder_run["model_dir"],
+                  "--source_model", source_model)
     assert_one_line_error(proc, "none of the 9 images in", "emu")
     for name, content in before.items():
         assert open(os.path.join(run_dir, name), "rb").read() == content
