@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 import keras
 import numpy as np
@@ -112,6 +112,7 @@ def run_experiment(
     model_dir: str = "saved_models",
     source_model: Optional[str] = None,
     verbose: int = 2,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict:
     """Trains ``config``, evaluates the best-validation weights on test; returns metrics.json's dict."""
     config.validate()
@@ -139,6 +140,7 @@ def run_experiment(
             checkpoint_path, monitor="val_accuracy", mode="max", save_best_only=True
         ),
         keras.callbacks.TensorBoard(os.path.join(exp_dir, "logs")),
+        *extra_callbacks,
     ]
     logging.info("training %s on %s: %d train / %d val / %d test examples",
                  config.name, config.dataset, splits.train_examples, splits.val_examples,
