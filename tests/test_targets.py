@@ -9,12 +9,12 @@ import shutil
 import keras
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run_cli
-from test_image_folder import CLASSES, write_class_tree
 
 import experiments
 from lenet_keras import models, synthetic_data, targets
 from lenet_keras.errors import UserError
+from tests.conftest import assert_one_line_error, run_cli
+from tests.test_image_folder import CLASSES, write_class_tree
 
 TRANSFER = experiments.get_config("transfer")
 
