@@ -95,6 +95,10 @@ def run(exp: str) -> list:
                      metrics["best_val_accuracy"], metrics["best_epoch"])
         results.append(metrics)
     print(comparison_table(results))
+    if exp == "all":
+        from lenet_keras.report import write_report
+
+        print(f"report: {write_report(FLAGS.model_dir)}")
     return results
 
 

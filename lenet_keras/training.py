@@ -157,6 +157,7 @@ def run_experiment(
         best = keras.models.load_model(checkpoint_path)
         test = best.evaluate(splits.test, return_dict=True, verbose=0)
         predictions = _predict_test(best, splits.test)
+        coarse = data.coarse_labels(config, data_dir)
     except tf.errors.DataLossError as exc:
         raise UserError(
             f"the prepared {config.dataset} data is corrupt or truncated ({_data_loss_reason(exc)}): "
@@ -187,6 +188,9 @@ def run_experiment(
         "source_model": source_model,
         "config": config.to_dict(),
     }
+    if coarse is not None:
+        test_coarse, metrics["coarse_class_names"], fine_to_coarse = coarse
+        predictions.update(coarse_labels=test_coarse, fine_to_coarse=fine_to_coarse)
     np.savez_compressed(os.path.join(staging, PREDICTIONS_FILE), **predictions)
     _write_json(os.path.join(staging, CONFIG_FILE), config.to_dict())
     _write_json(os.path.join(staging, METRICS_FILE), metrics)
