@@ -151,3 +151,21 @@ def test_a_folder_that_fails_inside_the_run_loses_nothing(folder_run, source_mod
     assert_one_line_error(proc, "none of the 9 images in", "emu")
     for name, content in before.items():
         assert open(os.path.join(run_dir, name), "rb").read() == content
+
+
+def test_exported_model_answers_with_the_folders_class_names(folder_run, tmp_path):
+    import tensorflow as tf
+
+    from lenet_keras import export, image_folder, serving
+
+    version = export.run("transfer", folder_run["model_dir"], str(tmp_path / "serving"))
+    assert serving.load_saved_model(version).class_names == list(CLASSES)
+    signature = tf.saved_model.load(version).signatures[serving.SIGNATURE]
+    model = keras.models.load_model(os.path.join(folder_run["run_dir"], "model.keras"))
+    for name in ("cat/002.jpg", "dog/003.png", "emu/004.jpg"):  # 45x33, 120x200, 20x30
+        path = os.path.join(folder_run["photos"], name)
+        raw = tf.io.decode_image(tf.io.read_file(path), channels=3)
+        served = signature(images=raw[tf.newaxis])
+        expected = int(np.argmax(model.predict_on_batch(image_folder.read_image(path, 32)[None])))
+        assert int(served["class_ids"][0]) == expected
+        assert served["class_names"][0].numpy().decode() == CLASSES[expected]
