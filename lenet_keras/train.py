@@ -32,6 +32,17 @@ flags.DEFINE_string(
     "source_model", None,
     "transfer only: the .keras model to start from (default: <model_dir>/tuned/model.keras).",
 )
+flags.DEFINE_string(
+    "target_dataset", None,
+    "transfer only: a TFDS image-classification data set to transfer to instead of stl10.",
+)
+flags.DEFINE_string(
+    "target_dir", None,
+    "transfer only: a folder of <class>/<image>.png|jpg files (or train/ val/ test/ of those) "
+    "to transfer to.",
+)
+flags.DEFINE_float("val_fraction", None, "--target_dir only: share of each class for val (0.1).")
+flags.DEFINE_float("test_fraction", None, "--target_dir only: share of each class for test (0.1).")
 
 
 def check_overrides() -> None:
@@ -56,7 +67,13 @@ def resolve_configs(exp: str):
         learning_rate=FLAGS.learning_rate,
         seed=FLAGS.seed,
     )
-    return [experiments.get_config(name).replace(**overrides) for name in names]
+    configs = [experiments.get_config(name).replace(**overrides) for name in names]
+    from lenet_keras import targets
+
+    return targets.retarget(
+        configs, dataset=FLAGS.target_dataset, directory=FLAGS.target_dir,
+        val_fraction=FLAGS.val_fraction, test_fraction=FLAGS.test_fraction, data_dir=FLAGS.data_dir,
+    )
 
 
 def comparison_table(results) -> str:
