@@ -20,6 +20,15 @@ flags.DEFINE_integer("epochs", None, "Override the experiment's epochs.")
 flags.DEFINE_integer("batch_size", None, "Override the experiment's training batch size.")
 flags.DEFINE_float("learning_rate", None, "Override the experiment's Adam learning rate.")
 flags.DEFINE_integer("seed", None, "Override the experiment's random seed.")
+flags.DEFINE_enum(
+    "strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
+    "tf.distribute strategy: one device, every local GPU (mirrored), the cluster in TF_CONFIG "
+    "(multi_worker), or a Cloud TPU (tpu).",
+)
+flags.DEFINE_integer(
+    "global_batch_size", None,
+    "Training batch summed over all replicas (default: --batch_size per replica x replicas).",
+)
 flags.DEFINE_string(
     "source_model", None,
     "transfer only: the .keras model to start from (default: <model_dir>/tuned/model.keras).",
@@ -64,14 +73,21 @@ def comparison_table(results) -> str:
 
 
 def run(exp: str) -> list:
+    from lenet_keras import distribute
     from lenet_keras.training import run_experiment
 
     check_overrides()
-    configs = resolve_configs(exp)
+    # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything else.
+    strategy = distribute.resolve_strategy(FLAGS.strategy)
+    configs = [
+        distribute.batch_config(c, strategy, FLAGS.global_batch_size, FLAGS.batch_size)
+        for c in resolve_configs(exp)
+    ]
     results = []
     for config in configs:
         source = FLAGS.source_model if config.source_experiment else None
-        metrics = run_experiment(config, FLAGS.data_dir, FLAGS.model_dir, source_model=source)
+        metrics = run_experiment(config, FLAGS.data_dir, FLAGS.model_dir, source_model=source,
+                                 strategy=strategy)
         logging.info("%s: test accuracy %.4f (top-5 %.4f), best val %.4f at epoch %d",
                      config.name, metrics["test_accuracy"], metrics["test_top5_accuracy"],
                      metrics["best_val_accuracy"], metrics["best_epoch"])
