@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Optional
+from typing import Optional, Sequence
 
 import keras
 import tensorflow as tf
@@ -112,14 +112,40 @@ def is_chief(strategy) -> bool:
     return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster
 
 
-def write_dir(path: str, strategy) -> str:
-    """``path`` for the chief; for other workers a temporary folder that is removed at exit."""
+def write_dir(path: str, strategy, carry: Sequence[str] = ()) -> str:
+    """``path`` for the chief; for other workers a temporary folder that is removed at exit.
+
+    A worker's folder starts with a copy of the chief's ``carry`` entries (its resume state), so a
+    restarted cluster resumes from the same epoch on every worker; a shared file system, as for
+    any multi-worker checkpoint, is assumed.
+    """
     if is_chief(strategy):
+        _barrier(strategy)  # the chief changes nothing until the workers have copied its state
         return path
     resolver = strategy.cluster_resolver
     temp = tempfile.mkdtemp(prefix=f"lenet_keras_{resolver.task_type}{resolver.task_id}_")
     atexit.register(shutil.rmtree, temp, ignore_errors=True)
-    return os.path.join(temp, os.path.basename(os.path.normpath(path)))
+    worker_path = os.path.join(temp, os.path.basename(os.path.normpath(path)))
+    os.makedirs(worker_path)
+    copy_state(path, worker_path, carry)
+    _barrier(strategy)
+    return worker_path
+
+
+def copy_state(chief_path: str, worker_path: str, carry: Sequence[str]) -> None:
+    for name in carry:
+        source = os.path.join(chief_path, name)
+        if os.path.isdir(source):
+            shutil.copytree(source, os.path.join(worker_path, name))
+        elif os.path.isfile(source):
+            shutil.copy2(source, os.path.join(worker_path, name))
+
+
+def _barrier(strategy) -> None:
+    """Returns on each worker once every worker has called it; no-op for a single worker."""
+    if _workers(strategy) > 1:
+        ones = strategy.experimental_distribute_values_from_function(lambda _: tf.constant(1))
+        strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)
 
 
 def finish(path: str, strategy) -> None:
@@ -130,9 +156,7 @@ def finish(path: str, strategy) -> None:
     """
     if not is_chief(strategy):
         shutil.rmtree(os.path.dirname(path), ignore_errors=True)
-    if _workers(strategy) > 1:
-        ones = strategy.experimental_distribute_values_from_function(lambda _: tf.constant(1))
-        strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)
+    _barrier(strategy)
 
 
 def _workers(strategy) -> int:

@@ -111,7 +111,7 @@ def run_experiment(
     keras.utils.set_random_seed(config.seed)
     if config.source_experiment is not None:
         source_model = source_model or default_source_model(model_dir, config)
-    exp_dir = distribute.write_dir(experiment_dir(model_dir, config.name), strategy)
+    exp_dir = distribute.write_dir(experiment_dir(model_dir, config.name), strategy, (STAGING,))
     staging = os.path.join(exp_dir, STAGING)
     try:
         shutil.rmtree(staging, ignore_errors=True)
