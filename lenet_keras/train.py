@@ -20,10 +20,10 @@ flags.DEFINE_integer("epochs", None, "Override the experiment's epochs.")
 flags.DEFINE_integer("batch_size", None, "Override the experiment's training batch size.")
 flags.DEFINE_float("learning_rate", None, "Override the experiment's Adam learning rate.")
 flags.DEFINE_integer("seed", None, "Override the experiment's random seed.")
-flags.DEFINE_enum(
-    "strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
-    "tf.distribute strategy: one device, every local GPU (mirrored), the cluster in TF_CONFIG "
-    "(multi_worker), or a Cloud TPU (tpu).",
+flags.DEFINE_string(
+    "strategy", "default",
+    "tf.distribute strategy: default (one device), mirrored (every local GPU, else the CPU), "
+    "multi_worker (the cluster in $TF_CONFIG) or tpu (the TPU in $TPU_NAME or attached).",
 )
 flags.DEFINE_integer(
     "global_batch_size", None,
@@ -73,15 +73,17 @@ def comparison_table(results) -> str:
 
 
 def run(exp: str) -> list:
+    check_overrides()
+    configs = resolve_configs(exp)
+    # TensorFlow loads only now, so a mistyped flag is answered in about a second.
     from lenet_keras import distribute
     from lenet_keras.training import run_experiment
 
-    check_overrides()
     # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything else.
     strategy = distribute.resolve_strategy(FLAGS.strategy)
     configs = [
         distribute.batch_config(c, strategy, FLAGS.global_batch_size, FLAGS.batch_size)
-        for c in resolve_configs(exp)
+        for c in configs
     ]
     results = []
     for config in configs:
@@ -93,6 +95,10 @@ def run(exp: str) -> list:
                      metrics["best_val_accuracy"], metrics["best_epoch"])
         results.append(metrics)
     print(comparison_table(results))
+    if exp == "all":
+        from lenet_keras.report import write_report
+
+        print(f"report: {write_report(FLAGS.model_dir)}")
     return results
 
 

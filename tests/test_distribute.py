@@ -13,11 +13,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO
 
 import experiments
-from lenet_keras import data, distribute, models, training
+from lenet_keras import custom_loop, data, distribute, models, training
 from lenet_keras.errors import UserError
+from tests.conftest import REPO
 
 HISTORY_KEYS = {
     "loss", "accuracy", "top5_accuracy", "val_loss", "val_accuracy", "val_top5_accuracy",
@@ -51,6 +51,11 @@ def test_bad_tf_config_is_refused_before_any_cluster_starts(monkeypatch, tf_conf
     monkeypatch.setenv("TF_CONFIG", tf_config)
     with pytest.raises(UserError, match=needle):
         distribute.resolve_strategy("multi_worker")
+
+
+def test_unknown_strategy_names_the_choices():
+    with pytest.raises(UserError, match="unknown --strategy 'horovod': choose one of default, mirrored"):
+        distribute.resolve_strategy("horovod")
 
 
 def test_tpu_without_a_tpu_is_one_clear_user_error(monkeypatch):
@@ -120,7 +125,7 @@ def test_custom_loop_computes_what_fit_computes_and_resumes(data_dir, tmp_path):
     config = _vanilla(epochs=2)
     backup = str(tmp_path / "backup")
     _, fit_history = _train(strategy, config, data_dir, distribute.fit, fixed_order=True)
-    _, loop_history = _train(strategy, config, data_dir, distribute.custom_fit, fixed_order=True,
+    _, loop_history = _train(strategy, config, data_dir, custom_loop.custom_fit, fixed_order=True,
                              callbacks=[keras.callbacks.BackupAndRestore(backup,
                                                                          delete_checkpoint=False)])
     assert set(fit_history) == set(loop_history) == HISTORY_KEYS
@@ -129,7 +134,7 @@ def test_custom_loop_computes_what_fit_computes_and_resumes(data_dir, tmp_path):
 
     # Started again with more epochs, the loop resumes from the backup after epoch 2.
     resumed = _EpochsBegun()
-    model, history = _train(strategy, config.replace(epochs=3), data_dir, distribute.custom_fit,
+    model, history = _train(strategy, config.replace(epochs=3), data_dir, custom_loop.custom_fit,
                             [keras.callbacks.BackupAndRestore(backup), resumed], fixed_order=True)
     assert resumed.begun == [2] and len(history["val_accuracy"]) == 1
     assert int(model.optimizer.iterations.numpy()) == 3 * 64 // 16  # restored 8 + 4 new steps
