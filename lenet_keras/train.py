@@ -95,7 +95,7 @@ def run(exp: str) -> list:
                      metrics["best_val_accuracy"], metrics["best_epoch"])
         results.append(metrics)
     print(comparison_table(results))
-    if exp == "all":
+    if exp == "all" and distribute.is_chief(strategy):  # other workers write nothing
         from lenet_keras.report import write_report
 
         print(f"report: {write_report(FLAGS.model_dir)}")
