@@ -114,13 +114,20 @@ def resize_images(images: tf.Tensor, image_size: int) -> tf.Tensor:
 
 def _to_pairs(image_size: int):
     def convert(example):
-        return resize_images(example["image"], image_size), example["label"]
+        image = example["image"]
+        if image.shape[-1] == 1:  # e.g. mnist: the model takes 3 channels
+            image = tf.image.grayscale_to_rgb(image)
+        return resize_images(image, image_size), example["label"]
 
     return convert
 
 
 def load_splits(config, data_dir: Optional[str] = None) -> Splits:
     """Batched, cached, prefetched train/val/test datasets for ``config`` (an ExperimentConfig)."""
+    if config.image_dir:
+        from lenet_keras import image_folder  # it imports this module
+
+        return image_folder.load_splits(config)
     builder = ensure_available(config.dataset, data_dir)
     features = builder.info.features
     if "image" not in features or "label" not in features:
@@ -171,6 +178,8 @@ def coarse_labels(config, data_dir: Optional[str] = None):
     for a fine class seen in neither split) lets the report put predicted fine classes into them.
     Only the labels are decoded, and the test split is read in the same order as ``load_splits``.
     """
+    if config.image_dir:  # a folder of images has no superclasses
+        return None
     builder = ensure_available(config.dataset, data_dir)
     features = builder.info.features
     if "coarse_label" not in features:

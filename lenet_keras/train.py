@@ -33,6 +33,17 @@ flags.DEFINE_string(
     "source_model", None,
     "transfer only: the .keras model to start from (default: <model_dir>/tuned/model.keras).",
 )
+flags.DEFINE_string(
+    "target_dataset", None,
+    "transfer only: a TFDS image-classification data set to transfer to instead of stl10.",
+)
+flags.DEFINE_string(
+    "target_dir", None,
+    "transfer only: a folder of <class>/<image>.png|jpg files (or train/ val/ test/ of those) "
+    "to transfer to.",
+)
+flags.DEFINE_float("val_fraction", None, "--target_dir only: share of each class for val (0.1).")
+flags.DEFINE_float("test_fraction", None, "--target_dir only: share of each class for test (0.1).")
 
 
 def check_overrides() -> None:
@@ -57,7 +68,13 @@ def resolve_configs(exp: str):
         learning_rate=FLAGS.learning_rate,
         seed=FLAGS.seed,
     )
-    return [experiments.get_config(name).replace(**overrides) for name in names]
+    configs = [experiments.get_config(name).replace(**overrides) for name in names]
+    from lenet_keras import targets
+
+    return targets.retarget(
+        configs, dataset=FLAGS.target_dataset, directory=FLAGS.target_dir,
+        val_fraction=FLAGS.val_fraction, test_fraction=FLAGS.test_fraction, data_dir=FLAGS.data_dir,
+    )
 
 
 def comparison_table(results) -> str:
@@ -74,13 +91,20 @@ def comparison_table(results) -> str:
 
 def run(exp: str) -> list:
     check_overrides()
+    strategy = None
+    if FLAGS.strategy != "default":
+        # Before resolve_configs, which may prepare a --target_dataset: MultiWorkerMirroredStrategy
+        # must exist before TensorFlow runs anything else.
+        from lenet_keras import distribute
+
+        strategy = distribute.resolve_strategy(FLAGS.strategy)
     configs = resolve_configs(exp)
     # TensorFlow loads only now, so a mistyped flag is answered in about a second.
     from lenet_keras import distribute
     from lenet_keras.training import run_experiment
 
-    # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything else.
-    strategy = distribute.resolve_strategy(FLAGS.strategy)
+    if strategy is None:
+        strategy = distribute.resolve_strategy(FLAGS.strategy)
     configs = [
         distribute.batch_config(c, strategy, FLAGS.global_batch_size, FLAGS.batch_size)
         for c in configs
