@@ -194,8 +194,8 @@ def fit(model, strategy, train, validation_data, epochs, callbacks, verbose=2, s
 
     ``shuffle`` is fit's; the custom loop takes the batches in the order ``train`` yields them.
     """
-    train, validation_data = _shard_by_data(train), _shard_by_data(validation_data)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        train, validation_data = _shard_by_data(train), _shard_by_data(validation_data)
         return custom_loop.custom_fit(model, strategy, train, validation_data, epochs, callbacks, verbose)
     return model.fit(train, validation_data=validation_data, epochs=epochs, callbacks=callbacks,
                      verbose=verbose, shuffle=shuffle)
