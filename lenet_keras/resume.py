@@ -1,12 +1,13 @@
 """Crash-safe training state: a killed run, started again with the same command, carries on.
 
-Layout inside ``<model_dir>/<exp>/`` while a run is unfinished:
+Layout inside ``<model_dir>/<exp>/.staging/`` while a run is unfinished (one folder, so a
+multi-worker run can hand a worker a copy of all of it):
 
 - ``backup/``: Keras ``BackupAndRestore`` (weights + optimizer), written at every epoch end with
   ``double_checkpoint=True`` so a kill during its own write leaves the previous copy loadable.
-- ``.staging/progress.json``: the config and the per-epoch history and epoch seconds, which
+- ``progress.json``: the config and the per-epoch history and epoch seconds, which
   ``BackupAndRestore`` does not keep; written atomically *before* the backup of the same epoch.
-- ``.staging/model.keras``: the best-validation model so far. ``ModelCheckpoint`` writes to
+- ``model.keras``: the best-validation model so far. ``ModelCheckpoint`` writes to
   ``candidate-<epoch>.keras`` and the candidate is renamed over it only once that epoch's backup
   is on disk, so a kill while Keras writes a model can never destroy the previous best.
 
@@ -45,7 +46,7 @@ class RunState:
         self.name = config.name
         self.config = config.to_dict()
         self.staging = os.path.join(exp_dir, STAGING)
-        self.backup_dir = os.path.join(exp_dir, BACKUP_DIR)
+        self.backup_dir = os.path.join(self.staging, BACKUP_DIR)
         self.progress_path = os.path.join(self.staging, PROGRESS_FILE)
         self.best_model_path = os.path.join(self.staging, BEST_MODEL)
         self.candidate_pattern = os.path.join(self.staging, CANDIDATE)
@@ -60,7 +61,6 @@ class RunState:
         try:
             if progress is None:
                 # Nothing resumable: whatever an earlier run left behind is stale.
-                shutil.rmtree(self.backup_dir, ignore_errors=True)
                 shutil.rmtree(self.staging, ignore_errors=True)
             os.makedirs(self.staging, exist_ok=True)
         except OSError as exc:
@@ -134,7 +134,6 @@ class RunState:
 
     def finish(self) -> None:
         """The artifacts are published: nothing is left to resume."""
-        shutil.rmtree(self.backup_dir, ignore_errors=True)
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def where_best(self) -> str:

@@ -29,6 +29,15 @@ flags.DEFINE_bool(
     "--seed gives identical results on GPU as well; costs speed.",
 )
 flags.DEFINE_string(
+    "strategy", "default",
+    "tf.distribute strategy: default (one device), mirrored (every local GPU, else the CPU), "
+    "multi_worker (the cluster in $TF_CONFIG) or tpu (the TPU in $TPU_NAME or attached).",
+)
+flags.DEFINE_integer(
+    "global_batch_size", None,
+    "Training batch summed over all replicas (default: --batch_size per replica x replicas).",
+)
+flags.DEFINE_string(
     "source_model", None,
     "transfer only: the .keras model to start from (default: <model_dir>/tuned/model.keras).",
 )
@@ -90,11 +99,24 @@ def comparison_table(results) -> str:
 
 def run(exp: str) -> list:
     check_overrides()
+    strategy = None
+    if FLAGS.strategy != "default":
+        # Before resolve_configs, which may prepare a --target_dataset: MultiWorkerMirroredStrategy
+        # must exist before TensorFlow runs anything else.
+        from lenet_keras import distribute
+
+        strategy = distribute.resolve_strategy(FLAGS.strategy)
     configs = resolve_configs(exp)
     # TensorFlow loads only now, so a mistyped flag is answered in about a second.
-    from lenet_keras import resume
+    from lenet_keras import distribute, resume
     from lenet_keras.training import experiment_dir, run_experiment
 
+    if strategy is None:
+        strategy = distribute.resolve_strategy(FLAGS.strategy)
+    configs = [
+        distribute.batch_config(c, strategy, FLAGS.global_batch_size, FLAGS.batch_size)
+        for c in configs
+    ]
     if FLAGS.deterministic:
         import tensorflow as tf
 
@@ -108,15 +130,14 @@ def run(exp: str) -> list:
             logging.info("%s: finished earlier in this study with the same settings, kept", config.name)
             metrics = resume.finished_metrics(experiment_dir(FLAGS.model_dir, config.name), config)
         else:
-            metrics = run_experiment(
-                config, FLAGS.data_dir, FLAGS.model_dir, source_model=source, fresh=FLAGS.fresh
-            )
+            metrics = run_experiment(config, FLAGS.data_dir, FLAGS.model_dir, source_model=source,
+                                     strategy=strategy, fresh=FLAGS.fresh)
         logging.info("%s: test accuracy %.4f (top-5 %.4f), best val %.4f at epoch %d",
                      config.name, metrics["test_accuracy"], metrics["test_top5_accuracy"],
                      metrics["best_val_accuracy"], metrics["best_epoch"])
         results.append(metrics)
     print(comparison_table(results))
-    if exp == "all":
+    if exp == "all" and distribute.is_chief(strategy):  # other workers write nothing
         from lenet_keras.report import write_report
 
         print(f"report: {write_report(FLAGS.model_dir)}")

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from lenet_keras import atomic, data, models, resume, runlock
+from lenet_keras import atomic, data, distribute, models, resume, runlock
 from lenet_keras.config import ExperimentConfig
 from lenet_keras.errors import UserError
 
@@ -104,29 +104,36 @@ def run_experiment(
     source_model: Optional[str] = None,
     verbose: int = 2,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    strategy: Optional[tf.distribute.Strategy] = None,
     fresh: bool = False,
 ) -> dict:
     """Trains ``config``, evaluates the best-validation weights on test; returns metrics.json's dict.
 
     Resumes an unfinished run of the same config in ``model_dir`` unless ``fresh``.
     """
+    # Under a strategy (lenet_keras.distribute) config.batch_size is the global batch.
+    strategy = strategy or tf.distribute.get_strategy()
     config.validate()
-    with runlock.RunLock(experiment_dir(model_dir, config.name)):
-        return _run_locked(config, data_dir, model_dir, source_model, verbose, extra_callbacks, fresh)
+    # A worker other than the chief trains in a private copy of the chief's resume state.
+    exp_dir = distribute.write_dir(experiment_dir(model_dir, config.name), strategy, (STAGING,))
+    with runlock.RunLock(exp_dir):
+        return _run_locked(config, data_dir, model_dir, exp_dir, source_model, verbose,
+                           extra_callbacks, strategy, fresh)
 
 
-def _run_locked(config, data_dir, model_dir, source_model, verbose, extra_callbacks, fresh) -> dict:
+def _run_locked(config, data_dir, model_dir, exp_dir, source_model, verbose, extra_callbacks,
+                strategy, fresh) -> dict:
     keras.utils.set_random_seed(config.seed)
     if config.source_experiment is not None:
         source_model = source_model or default_source_model(model_dir, config)
     check_source_model(config, source_model)
-    exp_dir = experiment_dir(model_dir, config.name)
     state = resume.RunState(exp_dir, config, fresh=fresh)
     staging = state.staging
 
     splits = data.load_splits(config, data_dir)
-    model = build_model(config, splits.num_classes, source_model)
-    models.compile_classifier(model, config.learning_rate)
+    with strategy.scope():
+        model = build_model(config, splits.num_classes, source_model)
+        models.compile_classifier(model, config.learning_rate)
 
     timer = EpochTimer()
     checkpoint = keras.callbacks.ModelCheckpoint(
@@ -138,7 +145,8 @@ def _run_locked(config, data_dir, model_dir, source_model, verbose, extra_callba
         resume.StopOnNaN(state),
         timer,
         checkpoint,  # before the backup: it only writes a candidate that the backup then commits
-        resume.ResumableBackup(state, checkpoint, timer, splits.train, steps_per_epoch),
+        resume.ResumableBackup(state, checkpoint, timer, splits.train, steps_per_epoch,
+                               iterators_per_epoch=1 if distribute.uses_custom_loop(strategy) else 2),
         keras.callbacks.TensorBoard(os.path.join(exp_dir, "logs")),
         *extra_callbacks,
     ]
@@ -146,7 +154,9 @@ def _run_locked(config, data_dir, model_dir, source_model, verbose, extra_callba
                  config.name, config.dataset, splits.train_examples, splits.val_examples,
                  splits.test_examples)
     try:
-        model.fit(
+        distribute.fit(
+            model,
+            strategy,
             splits.train,
             validation_data=splits.val,
             epochs=config.epochs,
@@ -189,6 +199,7 @@ def _run_locked(config, data_dir, model_dir, source_model, verbose, extra_callba
         "epoch_seconds": state.epoch_seconds,
         "class_names": splits.class_names,
         "source_model": source_model,
+        "distribution": distribute.describe(strategy),
         "config": config.to_dict(),
     }
     if coarse is not None:
@@ -205,4 +216,5 @@ def _run_locked(config, data_dir, model_dir, source_model, verbose, extra_callba
     except OSError as exc:
         raise state.write_error(exc) from None
     state.finish()
+    distribute.finish(exp_dir, strategy)
     return metrics

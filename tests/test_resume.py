@@ -58,7 +58,8 @@ def test_same_seed_gives_identical_metrics(data_dir, tmp_path, reference):
 
 def _backup_epoch(exp_dir: str) -> int:
     try:
-        with open(os.path.join(exp_dir, resume.BACKUP_DIR, "training_metadata.json")) as f:
+        with open(os.path.join(exp_dir, resume.STAGING, resume.BACKUP_DIR,
+                               "training_metadata.json")) as f:
             return json.load(f)["epoch"]
     except (OSError, ValueError):
         return 0
@@ -196,7 +197,7 @@ def test_killed_at_every_write_point_then_resumed_matches_uninterrupted(
 
     # 6. Killed while publishing: model.keras is in place, metrics.json is not. Before it, the
     #    backup's metadata is emptied as a kill inside Keras's in-place write of it would leave it.
-    os.truncate(os.path.join(exp_dir, resume.BACKUP_DIR, "training_metadata.json"), 0)
+    os.truncate(os.path.join(staging, resume.BACKUP_DIR, "training_metadata.json"), 0)
     def torn_publish(src, dst):
         if dst.endswith("predictions.npz"):
             raise Killed
@@ -212,7 +213,7 @@ def test_killed_at_every_write_point_then_resumed_matches_uninterrupted(
     metrics = run_experiment(vanilla(), data_dir, model_dir, verbose=0)
     assert f"resuming vanilla after its last epoch ({EPOCHS}/{EPOCHS}" in caplog.text
     assert_same_run(metrics, reference)
-    assert not os.path.exists(staging) and not os.path.exists(os.path.join(exp_dir, "backup"))
+    assert not os.path.exists(staging)
 
 
 def test_changed_settings_refuse_to_resume_until_fresh(tmp_path):
