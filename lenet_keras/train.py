@@ -24,6 +24,11 @@ flags.DEFINE_string(
     "source_model", None,
     "transfer only: the .keras model to start from (default: <model_dir>/tuned/model.keras).",
 )
+flags.DEFINE_string(
+    "hparams", None,
+    "tuned (or all): a best_hyperparameters.json from `python -m lenet_keras.tune`; its "
+    "architecture and learning rate replace the tuned experiment's (other flags still override).",
+)
 
 
 def check_overrides() -> None:
@@ -48,7 +53,12 @@ def resolve_configs(exp: str):
         learning_rate=FLAGS.learning_rate,
         seed=FLAGS.seed,
     )
-    return [experiments.get_config(name).replace(**overrides) for name in names]
+    configs = [experiments.get_config(name) for name in names]
+    if FLAGS.hparams:
+        from lenet_keras import hparams
+
+        configs = hparams.apply_file(configs, FLAGS.hparams)
+    return [config.replace(**overrides) for config in configs]
 
 
 def comparison_table(results) -> str:
