@@ -4,20 +4,16 @@ The test split is STL-10's official 8,000-image test set (800 per class), not th
 subsample the seed describes: the official split is what published STL-10 numbers use.
 """
 
-from lenet_keras.config import ExperimentConfig
+from experiments import tuned
 
-CONFIG = ExperimentConfig(
+# The architecture fields are the source model's (tuned); transfer only swaps and trains the head.
+CONFIG = tuned.CONFIG.replace(
     name="transfer",
     dataset="stl10",
     train_split="train[:90%]",
     val_split="train[90%:]",
     test_split="test",
     image_size=32,
-    # Architecture fields describe the source (tuned) model; transfer only swaps the head.
-    activation="relu",
-    pooling="max",
-    batch_norm=True,
-    hidden_units=(64, 128),
     learning_rate=1e-3,
     batch_size=64,
     epochs=10,

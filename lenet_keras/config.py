@@ -43,7 +43,7 @@ class ExperimentConfig:
     source_experiment: Optional[str] = None
     freeze: str = "none"
 
-    def validate(self) -> "ExperimentConfig":
+    def validate(self) -> ExperimentConfig:
         """Raises UserError naming the first field a user set to something unusable."""
         for field in ("epochs", "batch_size", "eval_batch_size", "image_size"):
             value = getattr(self, field)
@@ -61,7 +61,7 @@ class ExperimentConfig:
             raise UserError(f"hidden_units must be positive sizes, got {self.hidden_units!r}")
         return self
 
-    def replace(self, **overrides) -> "ExperimentConfig":
+    def replace(self, **overrides) -> ExperimentConfig:
         """A copy with the given fields changed; None values mean 'not overridden'."""
         changes = {k: v for k, v in overrides.items() if v is not None}
         if "hidden_units" in changes:

@@ -114,7 +114,8 @@ def load_splits(config, data_dir: Optional[str] = None) -> Splits:
     except (ValueError, KeyError) as exc:
         raise UserError(f"bad split for {config.dataset}: {first_line(exc)}") from None
     if min(sizes) == 0:
-        raise UserError(f"split sizes {dict(zip(splits, sizes))} of {config.dataset}: none may be empty")
+        sized = dict(zip(splits, sizes, strict=True))
+        raise UserError(f"{config.dataset} split sizes {sized}: none may be empty, adjust the splits")
 
     convert = _to_pairs(config.image_size)
     auto = tf.data.AUTOTUNE

@@ -74,10 +74,11 @@ def comparison_table(results) -> str:
 
 
 def run(exp: str) -> list:
-    from lenet_keras.training import run_experiment
-
     check_overrides()
     configs = resolve_configs(exp)
+    # TensorFlow loads only now, so a mistyped flag is answered in about a second.
+    from lenet_keras.training import run_experiment
+
     results = []
     for config in configs:
         source = FLAGS.source_model if config.source_experiment else None

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 import keras
 import numpy as np
@@ -21,7 +21,7 @@ from absl import logging
 
 from lenet_keras import data, models
 from lenet_keras.config import ExperimentConfig
-from lenet_keras.errors import UserError, first_line
+from lenet_keras.errors import UserError
 
 MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
@@ -56,17 +56,27 @@ def default_source_model(model_dir: str, config: ExperimentConfig) -> str:
     return os.path.join(experiment_dir(model_dir, config.source_experiment), MODEL_FILE)
 
 
-def build_model(config: ExperimentConfig, num_classes: int, source_model: Optional[str]):
-    if config.source_experiment is None:
-        return models.build_from_config(config, num_classes)
-    if not os.path.exists(source_model):
+def check_source_model(config: ExperimentConfig, source_model: Optional[str]) -> None:
+    """Fails before any data is read when transfer has nothing to start from."""
+    if config.source_experiment is not None and not os.path.exists(source_model):
         raise UserError(
             f"transfer needs a trained {config.source_experiment} model, but {source_model} does "
             f"not exist: run `python -m lenet_keras.train --exp {config.source_experiment}` first "
             "or pass --source_model"
         )
+
+
+def build_model(config: ExperimentConfig, num_classes: int, source_model: Optional[str]):
+    if config.source_experiment is None:
+        return models.build_from_config(config, num_classes)
     source = models.load_source_model(source_model, config.image_size)
     return models.build_transfer_model(source, num_classes)
+
+
+def _data_loss_reason(exc: tf.errors.DataLossError) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if "record" in line or "corrupt" in line.lower()]
+    return (useful or lines or ["data loss"])[-1][:200]
 
 
 def _write_json(path: str, payload: dict) -> None:
@@ -102,12 +112,14 @@ def run_experiment(
     model_dir: str = "saved_models",
     source_model: Optional[str] = None,
     verbose: int = 2,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict:
     """Trains ``config``, evaluates the best-validation weights on test; returns metrics.json's dict."""
     config.validate()
     keras.utils.set_random_seed(config.seed)
     if config.source_experiment is not None:
         source_model = source_model or default_source_model(model_dir, config)
+    check_source_model(config, source_model)
     exp_dir = experiment_dir(model_dir, config.name)
     staging = os.path.join(exp_dir, STAGING)
     try:
@@ -128,6 +140,7 @@ def run_experiment(
             checkpoint_path, monitor="val_accuracy", mode="max", save_best_only=True
         ),
         keras.callbacks.TensorBoard(os.path.join(exp_dir, "logs")),
+        *extra_callbacks,
     ]
     logging.info("training %s on %s: %d train / %d val / %d test examples",
                  config.name, config.dataset, splits.train_examples, splits.val_examples,
@@ -139,14 +152,16 @@ def run_experiment(
             epochs=config.epochs,
             callbacks=callbacks,
             verbose=verbose,
+            shuffle=False,  # the tf.data pipeline shuffles, with the experiment's seed
         )
         best = keras.models.load_model(checkpoint_path)
         test = best.evaluate(splits.test, return_dict=True, verbose=0)
         predictions = _predict_test(best, splits.test)
     except tf.errors.DataLossError as exc:
         raise UserError(
-            f"the prepared {config.dataset} data is corrupt or truncated ({first_line(exc)}): "
-            f"delete its folder under the TFDS data_dir and prepare it again"
+            f"the prepared {config.dataset} data is corrupt or truncated ({_data_loss_reason(exc)}): "
+            f"delete {os.path.join(data.default_data_dir(data_dir), config.dataset)} and prepare it "
+            "again (the earlier results in the model dir are untouched)"
         ) from None
 
     val_acc = [float(v) for v in history.history["val_accuracy"]]

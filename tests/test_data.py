@@ -1,0 +1,97 @@
+"""tf.data pipelines built by the real TFDS reader on prepared (synthetic) data."""
+
+import hashlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import experiments
+from lenet_keras import data
+from lenet_keras.errors import UserError
+from tests.conftest import TEST_EXAMPLES, TRAIN_EXAMPLES
+
+
+def digests(ds):
+    return [hashlib.sha1(image.tobytes()).hexdigest() for x, _ in ds for image in x.numpy()]
+
+
+def labels(ds):
+    return np.concatenate([y.numpy() for _, y in ds])
+
+
+@pytest.mark.parametrize("exp", ["vanilla", "transfer"])
+def test_splits_are_uint8_32x32_with_int_labels_and_the_right_sizes(data_dir, exp):
+    config = experiments.get_config(exp)
+    splits = data.load_splits(config, data_dir)
+    n_val = TRAIN_EXAMPLES // 10
+    assert (splits.train_examples, splits.val_examples, splits.test_examples) == (
+        TRAIN_EXAMPLES - n_val, n_val, TEST_EXAMPLES)
+    assert splits.num_classes == (100 if exp == "vanilla" else 10)
+    assert len(splits.class_names) == splits.num_classes
+    assert splits.class_names[0] == ("apple" if exp == "vanilla" else "airplane")
+    x, y = next(iter(splits.train))
+    assert x.dtype == tf.uint8 and tuple(x.shape) == (config.batch_size, 32, 32, 3)
+    assert y.dtype.is_integer
+    assert sum(len(x) for x, _ in splits.val) == n_val
+    assert next(iter(splits.val))[0].shape[0] == n_val  # eval batches are larger than training's
+
+
+def test_validation_and_test_never_overlap_train(data_dir):
+    splits = data.load_splits(experiments.get_config("vanilla"), data_dir)
+    train, val, test = (set(digests(ds)) for ds in (splits.train, splits.val, splits.test))
+    assert len(train) == splits.train_examples  # the synthetic images are all distinct
+    assert not train & val and not train & test and not val & test
+
+
+def test_training_order_is_fixed_by_the_seed(data_dir):
+    config = experiments.get_config("vanilla")
+    first = labels(data.load_splits(config, data_dir).train)
+    again = labels(data.load_splits(config, data_dir).train)
+    other = labels(data.load_splits(config.replace(seed=7), data_dir).train)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert sorted(first) == sorted(other)  # same examples, different order
+
+
+def test_stl10_is_resized_with_antialiasing_once_before_the_cache(data_dir):
+    splits = data.load_splits(experiments.get_config("transfer"), data_dir)
+    graph = tf.compat.v1.GraphDef.FromString(splits.train._as_serialized_graph().numpy())
+    nodes = {node.name: node for node in graph.node}
+    functions = {f.signature.name: f for f in graph.library.function}
+
+    def ops(fn_name):
+        found = set()
+        for node in functions[fn_name].node_def:
+            found.add(node.op)
+            for attr in node.attr.values():
+                if attr.func.name in functions:
+                    found |= ops(attr.func.name)
+        return found
+
+    # TFDS may cache small data itself; ours is the cache fed by the map that resizes.
+    caches = [node for node in graph.node if node.op.startswith("CacheDataset")]
+    upstream = [nodes[cache.input[0].split(":")[0]] for cache in caches]
+    resizing = [node for node in upstream
+                if "Map" in node.op and "ScaleAndTranslate" in ops(node.attr["f"].func.name)]
+    assert resizing, [node.op for node in upstream]  # tf.image.resize(antialias=True) feeds a cache
+    shuffle = next(node for node in graph.node if node.op.startswith("ShuffleDataset"))
+    assert nodes[shuffle.input[0].split(":")[0]].op.startswith("CacheDataset")
+
+
+def test_resize_matches_a_direct_antialiased_resize(data_dir):
+    import tensorflow_datasets as tfds
+
+    raw = next(iter(tfds.load("stl10", split="test", data_dir=data_dir, shuffle_files=False)))
+    splits = data.load_splits(experiments.get_config("transfer"), data_dir)
+    ours = next(iter(splits.test))[0][0].numpy()
+    expected = tf.image.resize(raw["image"], (32, 32), antialias=True)
+    np.testing.assert_array_equal(ours, np.clip(np.round(expected.numpy()), 0, 255).astype(np.uint8))
+
+
+def test_unknown_dataset_and_bad_split_are_user_errors(data_dir):
+    config = experiments.get_config("vanilla")
+    with pytest.raises(UserError, match="unknown TFDS dataset"):
+        data.load_splits(config.replace(dataset="no_such_dataset_xyz"), data_dir)
+    with pytest.raises(UserError, match="split"):
+        data.load_splits(config.replace(val_split="validation"), data_dir)
