@@ -60,7 +60,7 @@ def run_fn(config: ExperimentConfig, fn_args) -> dict:
 
     _check_no_example_files(fn_args)
     data_dir = _custom_config(fn_args).get("data_dir")
-    if getattr(fn_args, "hyperparameters", None):
+    if getattr(fn_args, "hyperparameters", None) is not None:
         config = hparams.apply(config, fn_args.hyperparameters)
     train_steps = getattr(fn_args, "train_steps", None)
     if train_steps:

@@ -22,10 +22,10 @@ flags.DEFINE_string("tune_dir", "saved_models/tuning", "Where the search and its
 flags.DEFINE_enum("tuner", "hyperband", ["hyperband", "random", "bayesian"], "keras-tuner algorithm.")
 flags.DEFINE_integer(
     "max_trials", None,
-    "Cap on the number of trials (models trained). random/bayesian: trials to run (default 30), "
-    "each max_epochs long. hyperband: default no cap, the search ends when its brackets are done "
-    "(30 trials for max_epochs 20, factor 3); with a cap it stops after that many trials, where "
-    "each successive-halving round that continues a model counts as one trial.",
+    "Cap on the number of trials (models trained). random/bayesian: the trials to run (default "
+    "30), each max_epochs long. hyperband: no cap by default, the search ends when its brackets "
+    "are done (30 trials, 226 epochs in all for max_epochs 20, factor 3); with a cap it stops after "
+    "that many trials, where each successive-halving round that continues a model is a trial.",
 )
 flags.DEFINE_integer(
     "max_epochs", 20,

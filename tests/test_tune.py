@@ -8,9 +8,9 @@ import socket
 import keras
 import keras_tuner as kt
 import pytest
+from conftest import assert_one_line_error, run_cli
 
 import experiments
-from conftest import assert_one_line_error, run_cli
 from lenet_keras import data, hparams, models, tuning
 from lenet_keras.errors import UserError
 
@@ -51,6 +51,19 @@ def test_hyperband_max_trials_is_a_real_cap_and_results_are_written(hyperband_di
     assert restored.values == best["values"]
     summary = open(os.path.join(hyperband_dir, tuning.SUMMARY_FILE)).read()
     assert summary.count("| COMPLETED |") == 2 and f"{best['best_val_accuracy']:.4f}" in summary
+
+
+@pytest.mark.parametrize("kind, oracle", [
+    ("hyperband", kt.oracles.HyperbandOracle),
+    ("random", kt.oracles.RandomSearchOracle),
+    ("bayesian", kt.oracles.BayesianOptimizationOracle),  # needs scipy, declared in setup.cfg
+])
+def test_max_trials_caps_every_tuner(tmp_path, kind, oracle):
+    tuner = tuning.make_tuner(kind, CONFIG, 100, str(tmp_path), max_trials=5, max_epochs=2)
+    assert isinstance(tuner.oracle, oracle)
+    assert tuner.oracle.max_trials == 5
+    assert tuner.oracle.objective.name == "val_accuracy"
+    assert {p.name for p in tuner.oracle.hyperparameters.space} == set(hparams.NAMES)
 
 
 def test_objective_is_validation_never_test(hyperband_dir):
