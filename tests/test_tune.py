@@ -56,7 +56,7 @@ def test_hyperband_max_trials_is_a_real_cap_and_results_are_written(hyperband_di
 @pytest.mark.parametrize("kind, oracle", [
     ("hyperband", kt.oracles.HyperbandOracle),
     ("random", kt.oracles.RandomSearchOracle),
-    ("bayesian", kt.oracles.BayesianOptimizationOracle),  # needs scipy, declared in setup.cfg
+    ("bayesian", kt.oracles.BayesianOptimizationOracle),  # needs keras-tuner[bayesian]
 ])
 def test_max_trials_caps_every_tuner(tmp_path, kind, oracle):
     tuner = tuning.make_tuner(kind, CONFIG, 100, str(tmp_path), max_trials=5, max_epochs=2)
