@@ -21,9 +21,29 @@ flags.DEFINE_integer("batch_size", None, "Override the experiment's training bat
 flags.DEFINE_float("learning_rate", None, "Override the experiment's Adam learning rate.")
 flags.DEFINE_integer("seed", None, "Override the experiment's random seed.")
 flags.DEFINE_string(
+    "strategy", "default",
+    "tf.distribute strategy: default (one device), mirrored (every local GPU, else the CPU), "
+    "multi_worker (the cluster in $TF_CONFIG) or tpu (the TPU in $TPU_NAME or attached).",
+)
+flags.DEFINE_integer(
+    "global_batch_size", None,
+    "Training batch summed over all replicas (default: --batch_size per replica x replicas).",
+)
+flags.DEFINE_string(
     "source_model", None,
     "transfer only: the .keras model to start from (default: <model_dir>/tuned/model.keras).",
 )
+flags.DEFINE_string(
+    "target_dataset", None,
+    "transfer only: a TFDS image-classification data set to transfer to instead of stl10.",
+)
+flags.DEFINE_string(
+    "target_dir", None,
+    "transfer only: a folder of <class>/<image>.png|jpg files (or train/ val/ test/ of those) "
+    "to transfer to.",
+)
+flags.DEFINE_float("val_fraction", None, "--target_dir only: share of each class for val (0.1).")
+flags.DEFINE_float("test_fraction", None, "--target_dir only: share of each class for test (0.1).")
 flags.DEFINE_string(
     "hparams", None,
     "tuned (or all): a best_hyperparameters.json from `python -m lenet_keras.tune`; its "
@@ -58,7 +78,13 @@ def resolve_configs(exp: str):
         from lenet_keras import hparams
 
         configs = hparams.apply_file(configs, FLAGS.hparams)
-    return [config.replace(**overrides) for config in configs]
+    configs = [config.replace(**overrides) for config in configs]
+    from lenet_keras import targets
+
+    return targets.retarget(
+        configs, dataset=FLAGS.target_dataset, directory=FLAGS.target_dir,
+        val_fraction=FLAGS.val_fraction, test_fraction=FLAGS.test_fraction, data_dir=FLAGS.data_dir,
+    )
 
 
 def comparison_table(results) -> str:
@@ -75,19 +101,38 @@ def comparison_table(results) -> str:
 
 def run(exp: str) -> list:
     check_overrides()
+    strategy = None
+    if FLAGS.strategy != "default":
+        # Before resolve_configs, which may prepare a --target_dataset: MultiWorkerMirroredStrategy
+        # must exist before TensorFlow runs anything else.
+        from lenet_keras import distribute
+
+        strategy = distribute.resolve_strategy(FLAGS.strategy)
     configs = resolve_configs(exp)
     # TensorFlow loads only now, so a mistyped flag is answered in about a second.
+    from lenet_keras import distribute
     from lenet_keras.training import run_experiment
 
+    if strategy is None:
+        strategy = distribute.resolve_strategy(FLAGS.strategy)
+    configs = [
+        distribute.batch_config(c, strategy, FLAGS.global_batch_size, FLAGS.batch_size)
+        for c in configs
+    ]
     results = []
     for config in configs:
         source = FLAGS.source_model if config.source_experiment else None
-        metrics = run_experiment(config, FLAGS.data_dir, FLAGS.model_dir, source_model=source)
+        metrics = run_experiment(config, FLAGS.data_dir, FLAGS.model_dir, source_model=source,
+                                 strategy=strategy)
         logging.info("%s: test accuracy %.4f (top-5 %.4f), best val %.4f at epoch %d",
                      config.name, metrics["test_accuracy"], metrics["test_top5_accuracy"],
                      metrics["best_val_accuracy"], metrics["best_epoch"])
         results.append(metrics)
     print(comparison_table(results))
+    if exp == "all" and distribute.is_chief(strategy):  # other workers write nothing
+        from lenet_keras.report import write_report
+
+        print(f"report: {write_report(FLAGS.model_dir)}")
     return results
 
 

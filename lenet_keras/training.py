@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from lenet_keras import data, models
+from lenet_keras import data, distribute, models
 from lenet_keras.config import ExperimentConfig
 from lenet_keras.errors import UserError
 
@@ -113,14 +113,17 @@ def run_experiment(
     source_model: Optional[str] = None,
     verbose: int = 2,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    strategy: Optional[tf.distribute.Strategy] = None,
 ) -> dict:
     """Trains ``config``, evaluates the best-validation weights on test; returns metrics.json's dict."""
+    # Under a strategy (lenet_keras.distribute) config.batch_size is the global batch.
+    strategy = strategy or tf.distribute.get_strategy()
     config.validate()
     keras.utils.set_random_seed(config.seed)
     if config.source_experiment is not None:
         source_model = source_model or default_source_model(model_dir, config)
     check_source_model(config, source_model)
-    exp_dir = experiment_dir(model_dir, config.name)
+    exp_dir = distribute.write_dir(experiment_dir(model_dir, config.name), strategy, (STAGING,))
     staging = os.path.join(exp_dir, STAGING)
     try:
         shutil.rmtree(staging, ignore_errors=True)
@@ -129,8 +132,9 @@ def run_experiment(
         raise UserError(f"cannot write to {exp_dir} ({exc.strerror}): choose another --model_dir") from None
 
     splits = data.load_splits(config, data_dir)
-    model = build_model(config, splits.num_classes, source_model)
-    models.compile_classifier(model, config.learning_rate)
+    with strategy.scope():
+        model = build_model(config, splits.num_classes, source_model)
+        models.compile_classifier(model, config.learning_rate)
 
     timer = EpochTimer()
     checkpoint_path = os.path.join(staging, MODEL_FILE)
@@ -146,7 +150,9 @@ def run_experiment(
                  config.name, config.dataset, splits.train_examples, splits.val_examples,
                  splits.test_examples)
     try:
-        history = model.fit(
+        history = distribute.fit(
+            model,
+            strategy,
             splits.train,
             validation_data=splits.val,
             epochs=config.epochs,
@@ -157,6 +163,7 @@ def run_experiment(
         best = keras.models.load_model(checkpoint_path)
         test = best.evaluate(splits.test, return_dict=True, verbose=0)
         predictions = _predict_test(best, splits.test)
+        coarse = data.coarse_labels(config, data_dir)
     except tf.errors.DataLossError as exc:
         raise UserError(
             f"the prepared {config.dataset} data is corrupt or truncated ({_data_loss_reason(exc)}): "
@@ -185,8 +192,12 @@ def run_experiment(
         "epoch_seconds": timer.seconds,
         "class_names": splits.class_names,
         "source_model": source_model,
+        "distribution": distribute.describe(strategy),
         "config": config.to_dict(),
     }
+    if coarse is not None:
+        test_coarse, metrics["coarse_class_names"], fine_to_coarse = coarse
+        predictions.update(coarse_labels=test_coarse, fine_to_coarse=fine_to_coarse)
     np.savez_compressed(os.path.join(staging, PREDICTIONS_FILE), **predictions)
     _write_json(os.path.join(staging, CONFIG_FILE), config.to_dict())
     _write_json(os.path.join(staging, METRICS_FILE), metrics)
@@ -194,4 +205,5 @@ def run_experiment(
     for name in (MODEL_FILE, PREDICTIONS_FILE, CONFIG_FILE, METRICS_FILE):
         os.replace(os.path.join(staging, name), os.path.join(exp_dir, name))
     shutil.rmtree(staging, ignore_errors=True)
+    distribute.finish(exp_dir, strategy)
     return metrics
