@@ -52,6 +52,11 @@ flags.DEFINE_string(
 )
 flags.DEFINE_float("val_fraction", None, "--target_dir only: share of each class for val (0.1).")
 flags.DEFINE_float("test_fraction", None, "--target_dir only: share of each class for test (0.1).")
+flags.DEFINE_string(
+    "hparams", None,
+    "tuned (or all): a best_hyperparameters.json from `python -m lenet_keras.tune`; its "
+    "architecture and learning rate replace the tuned experiment's (other flags still override).",
+)
 
 
 def check_overrides() -> None:
@@ -76,7 +81,12 @@ def resolve_configs(exp: str):
         learning_rate=FLAGS.learning_rate,
         seed=FLAGS.seed,
     )
-    configs = [experiments.get_config(name).replace(**overrides) for name in names]
+    configs = [experiments.get_config(name) for name in names]
+    if FLAGS.hparams:
+        from lenet_keras import hparams
+
+        configs = hparams.apply_file(configs, FLAGS.hparams)
+    configs = [config.replace(**overrides) for config in configs]
     from lenet_keras import targets
 
     return targets.retarget(
