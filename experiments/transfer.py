@@ -20,3 +20,10 @@ CONFIG = tuned.CONFIG.replace(
     source_experiment="tuned",
     freeze="all_but_head",
 )
+
+
+def run_fn(fn_args):
+    """TFX Trainer entry point: trains this experiment, exports to fn_args.serving_model_dir."""
+    from lenet_keras import tfx_fns
+
+    return tfx_fns.run_fn(CONFIG, fn_args)

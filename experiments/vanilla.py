@@ -13,3 +13,10 @@ CONFIG = ExperimentConfig(
     batch_size=64,
     epochs=10,
 )
+
+
+def run_fn(fn_args):
+    """TFX Trainer entry point: trains this experiment, exports to fn_args.serving_model_dir."""
+    from lenet_keras import tfx_fns
+
+    return tfx_fns.run_fn(CONFIG, fn_args)

@@ -49,6 +49,11 @@ class ExperimentConfig:
     # Transfer: start from another experiment's trained model and train only a new head.
     source_experiment: Optional[str] = None
     freeze: str = "none"
+    # A folder of <class>/<image> files instead of the TFDS ``dataset`` (lenet_keras.image_folder).
+    # Unless it has train/ val/ test/ sub-folders, these shares of each class become val and test.
+    image_dir: Optional[str] = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
 
     def validate(self) -> ExperimentConfig:
         """Raises UserError naming the first field a user set to something unusable."""
@@ -66,6 +71,15 @@ class ExperimentConfig:
             raise UserError(f"freeze must be one of {FREEZE_POLICIES}, got {self.freeze!r}")
         if not self.hidden_units or any(int(u) <= 0 for u in self.hidden_units):
             raise UserError(f"hidden_units must be positive sizes, got {self.hidden_units!r}")
+        for field in ("val_fraction", "test_fraction"):
+            value = getattr(self, field)
+            if not 0 < value < 1:
+                raise UserError(f"{field} must be between 0 and 1 (exclusive), got {value!r}")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise UserError(
+                f"val_fraction + test_fraction must leave images to train on, got "
+                f"{self.val_fraction} + {self.test_fraction}"
+            )
         return self
 
     def replace(self, **overrides) -> ExperimentConfig:

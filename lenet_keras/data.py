@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from typing import List, Optional
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -88,19 +89,45 @@ def ensure_available(name: str, data_dir: Optional[str]):
     return builder
 
 
+def resize_images(images: tf.Tensor, image_size: int) -> tf.Tensor:
+    """uint8 [..., H, W, C] -> uint8 [..., image_size, image_size, C], antialiased and rounded.
+
+    The one resize of the project: training data and served requests (lenet_keras.serving) go
+    through it, so a served image is exactly what the model saw in training. Images already at
+    ``image_size`` pass untouched (decided when tracing if the size is static, else at run time).
+    """
+    height, width = images.shape[-3], images.shape[-2]
+    if height == image_size and width == image_size:
+        return images
+
+    def resize():
+        resized = tf.image.resize(images, (image_size, image_size), antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+    if height is not None and width is not None:
+        return resize()
+    size = tf.shape(images)[-3:-1]
+    same = tf.reduce_all(tf.equal(size, image_size))
+    result = tf.cond(same, lambda: tf.identity(images), resize)
+    return tf.ensure_shape(result, images.shape[:-3] + (image_size, image_size) + images.shape[-1:])
+
+
 def _to_pairs(image_size: int):
     def convert(example):
         image = example["image"]
-        if image.shape[0] != image_size or image.shape[1] != image_size:
-            image = tf.image.resize(image, (image_size, image_size), antialias=True)
-            image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-        return image, example["label"]
+        if image.shape[-1] == 1:  # e.g. mnist: the model takes 3 channels
+            image = tf.image.grayscale_to_rgb(image)
+        return resize_images(image, image_size), example["label"]
 
     return convert
 
 
 def load_splits(config, data_dir: Optional[str] = None) -> Splits:
     """Batched, cached, prefetched train/val/test datasets for ``config`` (an ExperimentConfig)."""
+    if config.image_dir:
+        from lenet_keras import image_folder  # it imports this module
+
+        return image_folder.load_splits(config)
     builder = ensure_available(config.dataset, data_dir)
     features = builder.info.features
     if "image" not in features or "label" not in features:
@@ -142,3 +169,30 @@ def load_splits(config, data_dir: Optional[str] = None) -> Splits:
         val_examples=sizes[1],
         test_examples=sizes[2],
     )
+
+
+def coarse_labels(config, data_dir: Optional[str] = None):
+    """``(test coarse labels, coarse class names, fine->coarse map)``, or None without ``coarse_label``.
+
+    CIFAR-100's 20 superclasses make a confusion matrix people can read; the fine->coarse map (-1
+    for a fine class seen in neither split) lets the report put predicted fine classes into them.
+    Only the labels are decoded, and the test split is read in the same order as ``load_splits``.
+    """
+    if config.image_dir:  # a folder of images has no superclasses
+        return None
+    builder = ensure_available(config.dataset, data_dir)
+    features = builder.info.features
+    if "coarse_label" not in features:
+        return None
+    decoders = tfds.decode.PartialDecoding({"label": True, "coarse_label": True})
+
+    def read(split):
+        ds = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders, batch_size=-1)
+        ds = tfds.as_numpy(ds)
+        return ds["label"].astype(np.int32), ds["coarse_label"].astype(np.int32)
+
+    fine_to_coarse = np.full(features["label"].num_classes, -1, dtype=np.int32)
+    test_fine, test_coarse = read(config.test_split)
+    for fine, coarse in (read(config.train_split), (test_fine, test_coarse)):
+        fine_to_coarse[fine] = coarse
+    return test_coarse, list(features["coarse_label"].names), fine_to_coarse

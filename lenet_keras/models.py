@@ -6,6 +6,7 @@ from typing import Sequence
 
 import keras
 
+from lenet_keras import hparams as hparams_lib
 from lenet_keras.errors import UserError
 
 INPUT_SHAPE = (32, 32, 3)
@@ -53,6 +54,19 @@ def build_from_config(config, num_classes: int) -> keras.Model:
         hidden_units=config.hidden_units,
         input_shape=(config.image_size, config.image_size, 3),
     )
+
+
+def build_from_hparams(hp, num_classes: int, base_config) -> keras.Model:
+    """The compiled model keras-tuner's ``hp`` (or a TFX/best_hyperparameters dict) describes.
+
+    Called with a ``keras_tuner.HyperParameters`` it also declares the search space, so this is
+    the hypermodel the tuner runs; every value goes through ``hparams.apply`` to the same config
+    fields and ``build_from_config`` that training uses.
+    """
+    if hasattr(hp, "Choice"):
+        hparams_lib.define_search_space(hp)
+    config = hparams_lib.apply(base_config, hp)
+    return compile_classifier(build_from_config(config, num_classes), config.learning_rate)
 
 
 def compile_classifier(

@@ -30,6 +30,8 @@ CIFAR100_COARSE = (
     "medium_mammals non-insect_invertebrates people reptiles small_mammals trees vehicles_1 vehicles_2"
 ).split()
 STL10_CLASSES = "airplane bird car cat deer dog horse monkey ship truck".split()
+# Each split its own examples (train's offset 0 keeps every earlier data set unchanged).
+SPLIT_SEED_OFFSET = {"train": 0, "test": 1, "validation": 2}
 
 
 def class_images(labels: np.ndarray, size: int, num_classes: int, seed: int) -> np.ndarray:
@@ -73,9 +75,10 @@ def _cifar100_builder():
             self.info.features["coarse_label"].names = CIFAR100_COARSE
 
         def _generate_examples(self, split, n):
-            rng = np.random.default_rng(self.SEED + (split == "test"))
+            offset = SPLIT_SEED_OFFSET.get(split, 0)
+            rng = np.random.default_rng(self.SEED + offset)
             labels = rng.integers(0, 100, size=n)
-            images = class_images(labels, 32, 100, seed=self.SEED + 10 + (split == "test"))
+            images = class_images(labels, 32, 100, seed=self.SEED + 10 + offset)
             for i in range(n):
                 key = f"{split}_{i:05d}"
                 yield key, {
@@ -110,13 +113,14 @@ def _stl10_builder():
             self.info.features["label"].names = STL10_CLASSES
 
         def _generate_examples(self, split, n):
-            rng = np.random.default_rng(self.SEED + 100 + (split == "test"))
+            offset = SPLIT_SEED_OFFSET.get(split, 0)
+            rng = np.random.default_rng(self.SEED + 100 + offset)
             if split == "unlabelled":
                 labels = np.full(n, -1)
                 images = class_images(rng.integers(0, 10, size=n), 96, 10, seed=self.SEED + 200)
             else:
                 labels = rng.integers(0, 10, size=n)
-                images = class_images(labels, 96, 10, seed=self.SEED + 110 + (split == "test"))
+                images = class_images(labels, 96, 10, seed=self.SEED + 110 + offset)
             for i in range(n):
                 yield i, {"image": images[i], "label": int(labels[i])}
 
@@ -126,11 +130,18 @@ def _stl10_builder():
 BUILDERS = {"cifar100": _cifar100_builder, "stl10": _stl10_builder}
 
 
-def prepare(name: str, data_dir: str, train: int = 500, test: int = 100, seed: int = 0) -> str:
-    """Writes synthetic ``name`` ("cifar100" or "stl10") into ``data_dir``; returns its folder."""
+def prepare(
+    name: str, data_dir: str, train: int = 500, test: int = 100, seed: int = 0, validation: int = 0
+) -> str:
+    """Writes synthetic ``name`` ("cifar100" or "stl10") into ``data_dir``; returns its folder.
+
+    ``validation`` > 0 adds a "validation" split of that size, as many TFDS data sets have.
+    """
     tfds.disable_progress_bar()
     cls = BUILDERS[name]()
     sizes = {"train": train, "test": test}
+    if validation:
+        sizes["validation"] = validation
     if name == "stl10":
         sizes["unlabelled"] = 8  # STL-10 has this split; the study never reads it
     builder_cls = type(cls.__name__, (cls,), {"SPLIT_SIZES": sizes, "SEED": seed, "name": name},

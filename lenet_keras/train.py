@@ -4,6 +4,8 @@
 
 Each run writes <model_dir>/<exp>/: model.keras (best validation accuracy), metrics.json,
 config.json, predictions.npz (test-split predictions) and TensorBoard logs in logs/.
+A killed run carries on from its last finished epoch when the same command runs again
+(--fresh starts it over); a second run on the same <model_dir>/<exp> at once is refused.
 """
 
 from __future__ import annotations
@@ -20,9 +22,40 @@ flags.DEFINE_integer("epochs", None, "Override the experiment's epochs.")
 flags.DEFINE_integer("batch_size", None, "Override the experiment's training batch size.")
 flags.DEFINE_float("learning_rate", None, "Override the experiment's Adam learning rate.")
 flags.DEFINE_integer("seed", None, "Override the experiment's random seed.")
+flags.DEFINE_bool("fresh", False, "Discard an interrupted run of the experiment instead of resuming it.")
+flags.DEFINE_bool(
+    "deterministic", False,
+    "Make TensorFlow ops deterministic too (tf.config.experimental.enable_op_determinism), so a "
+    "--seed gives identical results on GPU as well; costs speed.",
+)
+flags.DEFINE_string(
+    "strategy", "default",
+    "tf.distribute strategy: default (one device), mirrored (every local GPU, else the CPU), "
+    "multi_worker (the cluster in $TF_CONFIG) or tpu (the TPU in $TPU_NAME or attached).",
+)
+flags.DEFINE_integer(
+    "global_batch_size", None,
+    "Training batch summed over all replicas (default: --batch_size per replica x replicas).",
+)
 flags.DEFINE_string(
     "source_model", None,
     "transfer only: the .keras model to start from (default: <model_dir>/tuned/model.keras).",
+)
+flags.DEFINE_string(
+    "target_dataset", None,
+    "transfer only: a TFDS image-classification data set to transfer to instead of stl10.",
+)
+flags.DEFINE_string(
+    "target_dir", None,
+    "transfer only: a folder of <class>/<image>.png|jpg files (or train/ val/ test/ of those) "
+    "to transfer to.",
+)
+flags.DEFINE_float("val_fraction", None, "--target_dir only: share of each class for val (0.1).")
+flags.DEFINE_float("test_fraction", None, "--target_dir only: share of each class for test (0.1).")
+flags.DEFINE_string(
+    "hparams", None,
+    "tuned (or all): a best_hyperparameters.json from `python -m lenet_keras.tune`; its "
+    "architecture and learning rate replace the tuned experiment's (other flags still override).",
 )
 
 
@@ -48,7 +81,18 @@ def resolve_configs(exp: str):
         learning_rate=FLAGS.learning_rate,
         seed=FLAGS.seed,
     )
-    return [experiments.get_config(name).replace(**overrides) for name in names]
+    configs = [experiments.get_config(name) for name in names]
+    if FLAGS.hparams:
+        from lenet_keras import hparams
+
+        configs = hparams.apply_file(configs, FLAGS.hparams)
+    configs = [config.replace(**overrides) for config in configs]
+    from lenet_keras import targets
+
+    return targets.retarget(
+        configs, dataset=FLAGS.target_dataset, directory=FLAGS.target_dir,
+        val_fraction=FLAGS.val_fraction, test_fraction=FLAGS.test_fraction, data_dir=FLAGS.data_dir,
+    )
 
 
 def comparison_table(results) -> str:
@@ -65,19 +109,48 @@ def comparison_table(results) -> str:
 
 def run(exp: str) -> list:
     check_overrides()
+    strategy = None
+    if FLAGS.strategy != "default":
+        # Before resolve_configs, which may prepare a --target_dataset: MultiWorkerMirroredStrategy
+        # must exist before TensorFlow runs anything else.
+        from lenet_keras import distribute
+
+        strategy = distribute.resolve_strategy(FLAGS.strategy)
     configs = resolve_configs(exp)
     # TensorFlow loads only now, so a mistyped flag is answered in about a second.
-    from lenet_keras.training import run_experiment
+    from lenet_keras import distribute, resume
+    from lenet_keras.training import experiment_dir, run_experiment
 
+    if strategy is None:
+        strategy = distribute.resolve_strategy(FLAGS.strategy)
+    configs = [
+        distribute.batch_config(c, strategy, FLAGS.global_batch_size, FLAGS.batch_size)
+        for c in configs
+    ]
+    if FLAGS.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    # Rerunning an interrupted study continues it instead of retraining what it had finished.
+    kept = 0 if FLAGS.fresh else resume.study_resume_point(FLAGS.model_dir, configs)
     results = []
-    for config in configs:
+    for i, config in enumerate(configs):
         source = FLAGS.source_model if config.source_experiment else None
-        metrics = run_experiment(config, FLAGS.data_dir, FLAGS.model_dir, source_model=source)
+        if i < kept:
+            logging.info("%s: finished earlier in this study with the same settings, kept", config.name)
+            metrics = resume.finished_metrics(experiment_dir(FLAGS.model_dir, config.name), config)
+        else:
+            metrics = run_experiment(config, FLAGS.data_dir, FLAGS.model_dir, source_model=source,
+                                     strategy=strategy, fresh=FLAGS.fresh)
         logging.info("%s: test accuracy %.4f (top-5 %.4f), best val %.4f at epoch %d",
                      config.name, metrics["test_accuracy"], metrics["test_top5_accuracy"],
                      metrics["best_val_accuracy"], metrics["best_epoch"])
         results.append(metrics)
     print(comparison_table(results))
+    if exp == "all" and distribute.is_chief(strategy):  # other workers write nothing
+        from lenet_keras.report import write_report
+
+        print(f"report: {write_report(FLAGS.model_dir)}")
     return results
 
 

@@ -3,14 +3,14 @@
 Artifacts of a run go to ``<model_dir>/<exp>/``; while it runs they are written into
 ``<model_dir>/<exp>/.staging/`` and only moved into place (``os.replace``, one file at a time)
 after the test evaluation succeeded, so a failed or interrupted run never touches the model of an
-earlier good run.
+earlier good run. A killed run resumes when started again (lenet_keras.resume), and only one run
+at a time may use an experiment directory (lenet_keras.runlock).
 """
 
 from __future__ import annotations
 
-import json
+import math
 import os
-import shutil
 import time
 from typing import Optional, Sequence
 
@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from lenet_keras import data, models
+from lenet_keras import atomic, data, distribute, models, resume, runlock
 from lenet_keras.config import ExperimentConfig
 from lenet_keras.errors import UserError
 
@@ -27,7 +27,7 @@ MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.json"
 PREDICTIONS_FILE = "predictions.npz"
-STAGING = ".staging"
+STAGING = resume.STAGING
 SAMPLE_IMAGES = 64  # test images kept beside the predictions, for the report's picture grid
 
 
@@ -79,15 +79,6 @@ def _data_loss_reason(exc: tf.errors.DataLossError) -> str:
     return (useful or lines or ["data loss"])[-1][:200]
 
 
-def _write_json(path: str, payload: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _predict_test(model: keras.Model, test: tf.data.Dataset) -> dict:
     probabilities, labels, images = [], [], []
     for x, y in test:
@@ -113,34 +104,51 @@ def run_experiment(
     source_model: Optional[str] = None,
     verbose: int = 2,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    strategy: Optional[tf.distribute.Strategy] = None,
+    fresh: bool = False,
 ) -> dict:
-    """Trains ``config``, evaluates the best-validation weights on test; returns metrics.json's dict."""
+    """Trains ``config``, evaluates the best-validation weights on test; returns metrics.json's dict.
+
+    Resumes an unfinished run of the same config in ``model_dir`` unless ``fresh``.
+    """
+    # Under a strategy (lenet_keras.distribute) config.batch_size is the global batch.
+    strategy = strategy or tf.distribute.get_strategy()
     config.validate()
+    # A worker other than the chief trains in a private copy of the chief's resume state.
+    exp_dir = distribute.write_dir(experiment_dir(model_dir, config.name), strategy, (STAGING,))
+    with runlock.RunLock(exp_dir):
+        return _run_locked(config, data_dir, model_dir, exp_dir, source_model, verbose,
+                           extra_callbacks, strategy, fresh)
+
+
+def _run_locked(config, data_dir, model_dir, exp_dir, source_model, verbose, extra_callbacks,
+                strategy, fresh) -> dict:
     keras.utils.set_random_seed(config.seed)
     if config.source_experiment is not None:
         source_model = source_model or default_source_model(model_dir, config)
     check_source_model(config, source_model)
-    exp_dir = experiment_dir(model_dir, config.name)
-    staging = os.path.join(exp_dir, STAGING)
-    try:
-        shutil.rmtree(staging, ignore_errors=True)
-        os.makedirs(staging, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot write to {exp_dir} ({exc.strerror}): choose another --model_dir") from None
+    state = resume.RunState(exp_dir, config, fresh=fresh)
+    staging = state.staging
 
     splits = data.load_splits(config, data_dir)
-    model = build_model(config, splits.num_classes, source_model)
-    models.compile_classifier(
-        model, config.learning_rate, config.steps_per_execution, config.jit_compile
-    )
+    with strategy.scope():
+        model = build_model(config, splits.num_classes, source_model)
+        models.compile_classifier(
+            model, config.learning_rate, config.steps_per_execution, config.jit_compile
+        )
 
     timer = EpochTimer()
-    checkpoint_path = os.path.join(staging, MODEL_FILE)
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        state.candidate_pattern, monitor=resume.MONITOR, mode="max", save_best_only=True,
+        initial_value_threshold=state.best_value,
+    )
+    steps_per_epoch = math.ceil(splits.train_examples / config.batch_size)
     callbacks = [
+        resume.StopOnNaN(state),
         timer,
-        keras.callbacks.ModelCheckpoint(
-            checkpoint_path, monitor="val_accuracy", mode="max", save_best_only=True
-        ),
+        checkpoint,  # before the backup: it only writes a candidate that the backup then commits
+        resume.ResumableBackup(state, checkpoint, timer, splits.train, steps_per_epoch,
+                               iterators_per_epoch=1 if distribute.uses_custom_loop(strategy) else 2),
         keras.callbacks.TensorBoard(os.path.join(exp_dir, "logs")),
         *extra_callbacks,
     ]
@@ -148,7 +156,9 @@ def run_experiment(
                  config.name, config.dataset, splits.train_examples, splits.val_examples,
                  splits.test_examples)
     try:
-        history = model.fit(
+        distribute.fit(
+            model,
+            strategy,
             splits.train,
             validation_data=splits.val,
             epochs=config.epochs,
@@ -156,17 +166,21 @@ def run_experiment(
             verbose=verbose,
             shuffle=False,  # the tf.data pipeline shuffles, with the experiment's seed
         )
-        best = keras.models.load_model(checkpoint_path)
+        best = keras.models.load_model(state.best_model_path)
         test = best.evaluate(splits.test, return_dict=True, verbose=0)
         predictions = _predict_test(best, splits.test)
+        coarse = data.coarse_labels(config, data_dir)
     except tf.errors.DataLossError as exc:
         raise UserError(
             f"the prepared {config.dataset} data is corrupt or truncated ({_data_loss_reason(exc)}): "
             f"delete {os.path.join(data.default_data_dir(data_dir), config.dataset)} and prepare it "
             "again (the earlier results in the model dir are untouched)"
         ) from None
+    except OSError as exc:
+        raise state.write_error(exc) from None
 
-    val_acc = [float(v) for v in history.history["val_accuracy"]]
+    # The state's history, not fit's History: it includes the epochs before a resume.
+    val_acc = state.history["val_accuracy"]
     best_epoch = int(np.argmax(val_acc)) + 1
     trainable = int(sum(np.prod(w.shape) for w in best.trainable_weights))
     metrics = {
@@ -183,17 +197,26 @@ def run_experiment(
         "test_examples": splits.test_examples,
         "params": int(best.count_params()),
         "trainable_params": trainable,
-        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
-        "epoch_seconds": timer.seconds,
+        "history": state.history,
+        "epoch_seconds": state.epoch_seconds,
         "class_names": splits.class_names,
         "source_model": source_model,
+        "distribution": distribute.describe(strategy),
         "config": config.to_dict(),
     }
-    np.savez_compressed(os.path.join(staging, PREDICTIONS_FILE), **predictions)
-    _write_json(os.path.join(staging, CONFIG_FILE), config.to_dict())
-    _write_json(os.path.join(staging, METRICS_FILE), metrics)
-    # The model goes first and metrics.json last: metrics.json present means its run finished.
-    for name in (MODEL_FILE, PREDICTIONS_FILE, CONFIG_FILE, METRICS_FILE):
-        os.replace(os.path.join(staging, name), os.path.join(exp_dir, name))
-    shutil.rmtree(staging, ignore_errors=True)
+    if coarse is not None:
+        test_coarse, metrics["coarse_class_names"], fine_to_coarse = coarse
+        predictions.update(coarse_labels=test_coarse, fine_to_coarse=fine_to_coarse)
+    try:
+        np.savez_compressed(os.path.join(staging, PREDICTIONS_FILE), **predictions)
+        atomic.write_json(os.path.join(staging, CONFIG_FILE), config.to_dict())
+        atomic.write_json(os.path.join(staging, METRICS_FILE), metrics)
+        # The model goes first and metrics.json last: metrics.json present means its run finished.
+        # A kill in between leaves staging and the backup, so the rerun publishes all four again.
+        for name in (MODEL_FILE, PREDICTIONS_FILE, CONFIG_FILE, METRICS_FILE):
+            atomic.publish(os.path.join(staging, name), os.path.join(exp_dir, name))
+    except OSError as exc:
+        raise state.write_error(exc) from None
+    state.finish()
+    distribute.finish(exp_dir, strategy)
     return metrics

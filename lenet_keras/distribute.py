@@ -1,0 +1,206 @@
+"""tf.distribute for training: pick a strategy, size the batch, and fit under it.
+
+``default`` and ``mirrored`` train with ``model.fit``. ``multi_worker`` cannot: Keras 3's ``fit``
+fails under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585), so it runs TensorFlow's
+documented custom loop (lenet_keras.custom_loop) with the very callbacks ``fit`` would get.
+
+Every worker runs the same program, because saving and metric reads are collective; only the chief
+writes into ``--model_dir``, the others write into a temporary folder that is removed at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import tempfile
+from typing import Optional, Sequence
+
+import tensorflow as tf
+from absl import logging
+
+from lenet_keras import custom_loop
+from lenet_keras.errors import UserError, first_line
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+WORKER_TASK_TYPES = ("chief", "worker")
+
+
+def _multi_worker_strategy() -> tf.distribute.Strategy:
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        logging.warning("TF_CONFIG is not set: --strategy multi_worker trains as a single worker")
+    else:
+        try:
+            tf_config = json.loads(raw)
+            cluster, task = tf_config["cluster"], tf_config["task"]
+            task_type, task_id = task["type"], int(task["index"])
+            peers = cluster[task_type]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(
+                f"TF_CONFIG is not a valid cluster description ({type(exc).__name__}: "
+                f"{first_line(exc)}): set it to "
+                '{"cluster": {"worker": ["host:port", ...]}, '
+                '"task": {"type": "worker", "index": N}}'
+            ) from None
+        if task_type not in WORKER_TASK_TYPES or not 0 <= task_id < len(peers):
+            raise UserError(
+                f"TF_CONFIG task {task_type}:{task_id} is not a chief or worker of its cluster: "
+                "multi_worker runs one process per cluster.worker (and cluster.chief) entry"
+            )
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    except (ValueError, RuntimeError, tf.errors.OpError) as exc:
+        raise UserError(
+            f"cannot start multi-worker training from TF_CONFIG: {first_line(exc)}"
+        ) from None
+
+
+def _tpu_strategy() -> tf.distribute.Strategy:
+    try:
+        # With no argument the resolver reads TPU_NAME, or finds the TPU attached to a TPU VM.
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except Exception as exc:  # the resolver raises ValueError, RuntimeError or gRPC errors
+        raise UserError(
+            f"--strategy tpu found no TPU ({first_line(exc, 120)}): run on a Cloud TPU VM or set "
+            "TPU_NAME to the TPU's name or grpc:// address"
+        ) from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def resolve_strategy(name: str) -> tf.distribute.Strategy:
+    """The strategy ``--strategy name`` means; call it before any other TensorFlow work."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()  # every local GPU, or the CPU when there is none
+    if name == "multi_worker":
+        return _multi_worker_strategy()
+    if name == "tpu":
+        return _tpu_strategy()
+    raise UserError(f"unknown --strategy {name!r}: choose one of {', '.join(STRATEGIES)}")
+
+
+def batch_config(config, strategy, global_batch_size: Optional[int], per_replica_override=None):
+    """``config`` with batch_size made global: per-replica batch x replicas, or the given total."""
+    replicas = strategy.num_replicas_in_sync
+    if global_batch_size is None:
+        return config.replace(batch_size=config.batch_size * replicas)
+    if per_replica_override is not None:
+        raise UserError("give --batch_size (per replica) or --global_batch_size, not both")
+    if global_batch_size <= 0 or global_batch_size % replicas:
+        raise UserError(
+            f"--global_batch_size must be a positive multiple of the {replicas} replicas in sync, "
+            f"got {global_batch_size}"
+        )
+    return config.replace(batch_size=global_batch_size)
+
+
+def is_chief(strategy) -> bool:
+    """The task that owns the artifacts: ``chief``, else worker 0; a single process always is."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or resolver.task_type is None:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    cluster = resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster
+
+
+def write_dir(path: str, strategy, carry: Sequence[str] = ()) -> str:
+    """``path`` for the chief; for other workers a temporary folder that is removed at exit.
+
+    A worker's folder starts with a copy of the chief's ``carry`` entries (its resume state), so a
+    restarted cluster resumes from the same epoch on every worker; a shared file system, as for
+    any multi-worker checkpoint, is assumed.
+    """
+    if is_chief(strategy):
+        _barrier(strategy)  # the chief changes nothing until the workers have copied its state
+        return path
+    resolver = strategy.cluster_resolver
+    temp = tempfile.mkdtemp(prefix=f"lenet_keras_{resolver.task_type}{resolver.task_id}_")
+    atexit.register(shutil.rmtree, temp, ignore_errors=True)
+    worker_path = os.path.join(temp, os.path.basename(os.path.normpath(path)))
+    os.makedirs(worker_path)
+    copy_state(path, worker_path, carry)
+    _barrier(strategy)
+    return worker_path
+
+
+def copy_state(chief_path: str, worker_path: str, carry: Sequence[str]) -> None:
+    for name in carry:
+        source = os.path.join(chief_path, name)
+        if os.path.isdir(source):
+            shutil.copytree(source, os.path.join(worker_path, name))
+        elif os.path.isfile(source):
+            shutil.copy2(source, os.path.join(worker_path, name))
+
+
+def _barrier(strategy) -> None:
+    """Returns on each worker once every worker has called it; no-op for a single worker."""
+    if _workers(strategy) > 1:
+        ones = strategy.experimental_distribute_values_from_function(lambda _: tf.constant(1))
+        strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)
+
+
+def finish(path: str, strategy) -> None:
+    """Ends one run on every worker: removes a worker's copies, then waits until all got here.
+
+    The barrier means the chief's artifacts are in place before any worker starts the next
+    experiment (transfer reads tuned's model.keras).
+    """
+    if not is_chief(strategy):
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+    _barrier(strategy)
+
+
+def _workers(strategy) -> int:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    return max(1, sum(len(cluster.get(t, ())) for t in WORKER_TASK_TYPES))
+
+
+def strategy_name(strategy) -> str:
+    """The --strategy value that gives ``strategy``."""
+    for cls, name in ((tf.distribute.MultiWorkerMirroredStrategy, "multi_worker"),
+                      (tf.distribute.MirroredStrategy, "mirrored"),
+                      (tf.distribute.TPUStrategy, "tpu")):
+        if isinstance(strategy, cls):
+            return name
+    return "default"
+
+
+def describe(strategy) -> dict:
+    """What metrics.json records about how the run was distributed."""
+    return {
+        "strategy": strategy_name(strategy),
+        "replicas_in_sync": int(strategy.num_replicas_in_sync),
+        "workers": _workers(strategy),
+    }
+
+
+def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    # TFDS splits have fewer files than a cluster may have workers: shard elements, not files.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def uses_custom_loop(strategy) -> bool:
+    """Whether ``fit`` below trains with the custom loop (one iterator per epoch) under ``strategy``."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def fit(model, strategy, train, validation_data, epochs, callbacks, verbose=2, shuffle=False):
+    """``model.fit`` where Keras supports the strategy, else the custom loop; returns a History.
+
+    ``shuffle`` is fit's; the custom loop takes the batches in the order ``train`` yields them.
+    """
+    if uses_custom_loop(strategy):
+        train, validation_data = _shard_by_data(train), _shard_by_data(validation_data)
+        return custom_loop.custom_fit(model, strategy, train, validation_data, epochs, callbacks, verbose)
+    return model.fit(train, validation_data=validation_data, epochs=epochs, callbacks=callbacks,
+                     verbose=verbose, shuffle=shuffle)

@@ -1,0 +1,115 @@
+"""The report's pictures: learning curves, confusion matrices and a grid of test predictions.
+
+Each function returns a ``matplotlib.figure.Figure`` built without pyplot, so nothing needs a display,
+no global figure state leaks between calls, and a test can read a figure's labels before it is saved.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+CORRECT = "#1a9641"
+WRONG = "#d7191c"
+
+
+def learning_curves(name: str, history: Mapping[str, Sequence[float]], best_epoch: int) -> Figure:
+    """Train and validation accuracy and loss per epoch, the best-validation epoch marked."""
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, key in zip(axes, ("accuracy", "loss"), strict=True):
+        for prefix, label in (("", "train"), ("val_", "validation")):
+            values = history.get(prefix + key)
+            if values:
+                ax.plot(range(1, len(values) + 1), values, "o-", markersize=4, label=label)
+        ax.axvline(best_epoch, color="0.4", linestyle="--", linewidth=1,
+                   label=f"best validation accuracy (epoch {best_epoch})")
+        val = history.get("val_" + key)
+        if val and 1 <= best_epoch <= len(val):
+            ax.plot(best_epoch, val[best_epoch - 1], "*", markersize=16, markerfacecolor="none",
+                    markeredgecolor="black", zorder=3)
+        epochs = max((len(v) for v in history.values()), default=1)
+        ax.set_xlim(0.5, epochs + 0.5)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.set_title(key)
+        if epochs <= 25:
+            ax.set_xticks(range(1, epochs + 1))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="best", fontsize=8)
+    fig.suptitle(f"{name}: learning curves")
+    return fig
+
+
+def confusion_counts(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """counts[true, predicted]."""
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(counts, (np.asarray(labels), np.asarray(predictions)), 1)
+    return counts
+
+
+def confusion_matrix(counts: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
+    """Colour = share of each true class's examples (rows sum to 1); numbers = example counts."""
+    n = len(class_names)
+    rows = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
+    side = 2.5 + 0.42 * n
+    fig = Figure(figsize=(side + 1.5, side), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    fontsize = 10 if n <= 12 else 7.5
+    for (i, j), count in np.ndenumerate(counts):
+        if count:
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=fontsize,
+                    color="white" if shares[i, j] > 0.6 else "black")
+    ax.set_xticks(range(n), labels=list(class_names), rotation=45, ha="right",
+                  rotation_mode="anchor", fontsize=9 if n <= 12 else 8)
+    ax.set_yticks(range(n), labels=list(class_names), fontsize=9 if n <= 12 else 8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
+    return fig
+
+
+def prediction_grid(
+    images: np.ndarray,
+    labels: np.ndarray,
+    predictions: np.ndarray,
+    class_names: Sequence[str],
+    title: str,
+    columns: int = 8,
+) -> Figure:
+    """Test images, each framed and captioned green (correct) or red (wrong, with the true class)."""
+    count = len(images)
+    rows = max(1, -(-count // columns))
+    # Fixed spacing: constrained layout takes seconds to solve for 64 captioned axes.
+    height = rows * 1.75 + 0.6
+    fig = Figure(figsize=(columns * 1.55, height))
+    axes = np.atleast_1d(fig.subplots(rows, columns, gridspec_kw=dict(
+        left=0.01, right=0.99, bottom=0.01, top=1 - 0.6 / height, wspace=0.08, hspace=0.36,
+    ))).ravel()
+    for ax in axes[count:]:
+        ax.set_axis_off()
+    for ax, image, true, predicted in zip(axes, images, labels, predictions, strict=False):
+        ok = true == predicted
+        colour = CORRECT if ok else WRONG
+        ax.imshow(image, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_color(colour)
+            spine.set_linewidth(3)
+        caption = f"✓ {class_names[predicted]}" if ok else (
+            f"✗ {class_names[predicted]}\ntrue: {class_names[true]}"
+        )
+        ax.set_title(caption, fontsize=7, color=colour)
+    correct = int(np.sum(labels[:count] == predictions[:count]))
+    fig.suptitle(f"{title}: {correct}/{count} correct (green ✓ correct, red ✗ wrong)",
+                 y=1 - 0.15 / height, va="top")
+    return fig

@@ -1,0 +1,79 @@
+"""Search the LeNet-5 architecture with keras-tuner.
+
+    python -m lenet_keras.tune [--tuner hyperband|random|bayesian] [--max_epochs 20] [--max_trials N]
+        [--data_dir DIR] [--tune_dir saved_models/tuning] [--seed 42] [--overwrite]
+
+Writes into --tune_dir keras-tuner's project (lenet5/: oracle.json, trial_*/),
+best_hyperparameters.json (train it with `python -m lenet_keras.train --exp tuned --hparams ...`)
+and trials_summary.md. Without --overwrite a rerun resumes the search and keeps finished trials.
+Distributed: run the same command with KERASTUNER_TUNER_ID=chief|tuner0|tuner1...,
+KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set (see README).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data_dir", None, "TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).")
+flags.DEFINE_string("tune_dir", "saved_models/tuning", "Where the search and its results are written.")
+flags.DEFINE_enum("tuner", "hyperband", ["hyperband", "random", "bayesian"], "keras-tuner algorithm.")
+flags.DEFINE_integer(
+    "max_trials", None,
+    "Cap on the number of trials (models trained). random/bayesian: the trials to run (default "
+    "30), each max_epochs long. hyperband: no cap by default, the search ends when its brackets "
+    "are done (30 trials, 226 epochs in all for max_epochs 20, factor 3); with a cap it stops after "
+    "that many trials, where each successive-halving round that continues a model is a trial.",
+)
+flags.DEFINE_integer(
+    "max_epochs", 20,
+    "hyperband: epochs of the longest-trained model (its budget). random/bayesian: epochs per trial.",
+)
+flags.DEFINE_integer("factor", 3, "hyperband only: keep the best 1/factor of models each round.")
+flags.DEFINE_integer("seed", 42, "Seed of the tuner's sampling and of model initialisation.")
+flags.DEFINE_bool("overwrite", False, "Start a new search, deleting the one in --tune_dir.")
+
+
+def run() -> str:
+    import keras
+
+    import experiments
+    from lenet_keras import data, tuning
+
+    config = experiments.get_config("tuned").replace(seed=FLAGS.seed)
+    keras.utils.set_random_seed(config.seed)
+    splits = data.load_splits(config, FLAGS.data_dir)
+    tuner = tuning.make_tuner(
+        FLAGS.tuner, config, splits.num_classes, FLAGS.tune_dir,
+        max_trials=FLAGS.max_trials, max_epochs=FLAGS.max_epochs, factor=FLAGS.factor,
+        seed=FLAGS.seed, overwrite=FLAGS.overwrite,
+    )
+    tuning.search(tuner, splits, epochs=FLAGS.max_epochs)
+    if tuning.is_worker():
+        return "worker done: the chief writes the results"
+    return tuning.write_results(tuner, FLAGS.tune_dir, FLAGS.tuner, FLAGS.max_epochs)
+
+
+def main(argv):
+    from lenet_keras.errors import UserError
+
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {argv[1:]}: all options are --flags", file=sys.stderr)
+        sys.exit(2)
+    try:
+        if FLAGS.max_trials is not None and FLAGS.max_trials <= 0:
+            raise UserError(f"--max_trials must be a positive integer, got {FLAGS.max_trials}")
+        print(run())
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"error: interrupted; rerun the same command to resume the search in "
+              f"{FLAGS.tune_dir}", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    app.run(main)

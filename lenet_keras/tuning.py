@@ -1,0 +1,179 @@
+"""keras-tuner over the LeNet-5 search space: tuner construction, the search, and its outputs.
+
+The hypermodel is ``models.build_from_hparams`` with the tuned experiment's config as base, so a
+trial trains exactly the model ``train --exp tuned --hparams`` later trains. The objective is
+``val_accuracy`` on the config's validation split (held-out 10% of train); test is never read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import keras_tuner as kt
+
+from lenet_keras import hparams, models
+from lenet_keras.config import ExperimentConfig
+from lenet_keras.errors import UserError, first_line
+
+TUNERS = ("hyperband", "random", "bayesian")
+PROJECT = "lenet5"  # keras-tuner's project folder inside --tune_dir
+BEST_FILE = "best_hyperparameters.json"
+SUMMARY_FILE = "trials_summary.md"
+SEARCH_FILE = "search.json"  # what kind of search tune_dir holds, to refuse resuming another kind
+DEFAULT_MAX_TRIALS = 30  # random/bayesian; a full Hyperband at max_epochs=20, factor=3 runs 30
+
+
+def make_tuner(
+    kind: str,
+    base_config: ExperimentConfig,
+    num_classes: int,
+    directory: str,
+    *,
+    max_trials: Optional[int] = None,
+    max_epochs: int = 20,
+    factor: int = 3,
+    seed: int = 42,
+    overwrite: bool = False,
+) -> kt.Tuner:
+    """A keras-tuner tuner whose project lives in ``<directory>/lenet5``; resumes unless overwrite."""
+    if kind not in TUNERS:
+        raise UserError(f"unknown tuner {kind!r}: choose one of {', '.join(TUNERS)}")
+    if max_trials is not None and max_trials <= 0:
+        raise UserError(f"max_trials must be a positive integer, got {max_trials}")
+    if max_epochs <= 0:
+        raise UserError(f"max_epochs must be a positive integer, got {max_epochs}")
+    if factor < 2:
+        raise UserError(f"factor must be an integer >= 2, got {factor}")
+    _check_same_search(directory, kind, max_epochs, factor, overwrite)
+
+    def build(hp):
+        return models.build_from_hparams(hp, num_classes, base_config)
+
+    common = dict(
+        objective="val_accuracy",
+        seed=seed,
+        # Declared up front and closed: the builder cannot add a decision the space lacks.
+        hyperparameters=hparams.define_search_space(kt.HyperParameters()),
+        allow_new_entries=False,
+        directory=directory,
+        project_name=PROJECT,
+        overwrite=overwrite,
+    )
+    if kind == "hyperband":
+        tuner = kt.Hyperband(build, max_epochs=max_epochs, factor=factor, **common)
+        # Hyperband's oracle takes no max_trials, but Oracle.create_trial honours the attribute.
+        # A worker's oracle is a client of the chief's, which holds the cap.
+        if isinstance(tuner.oracle, kt.oracles.HyperbandOracle):
+            tuner.oracle.max_trials = max_trials
+    else:
+        tuner_class = kt.RandomSearch if kind == "random" else kt.BayesianOptimization
+        tuner = tuner_class(build, max_trials=max_trials or DEFAULT_MAX_TRIALS, **common)
+    return tuner
+
+
+def _check_same_search(directory, kind, max_epochs, factor, overwrite) -> None:
+    search = {"tuner": kind, "max_epochs": max_epochs}
+    if kind == "hyperband":
+        search["factor"] = factor
+    path = os.path.join(directory, SEARCH_FILE)
+    if overwrite:
+        for name in (BEST_FILE, SUMMARY_FILE):  # they describe the search being replaced
+            if os.path.exists(os.path.join(directory, name)):
+                os.remove(os.path.join(directory, name))
+    elif os.path.exists(path):
+        try:
+            with open(path) as f:
+                previous = json.load(f)
+        except (OSError, ValueError):
+            previous = "an unreadable search.json"
+        if previous != search:
+            raise UserError(
+                f"{directory} holds a search with {previous}, not {search}: rerun with those "
+                "settings to resume it, or pass --overwrite (or another --tune_dir) to start anew"
+            )
+    os.makedirs(directory, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(search, f)
+
+
+def is_worker() -> bool:
+    """A distributed worker (KERASTUNER_TUNER_ID not 'chief'): it trains, the chief keeps results."""
+    from keras_tuner.src.distribute import utils
+
+    return utils.has_chief_oracle() and not utils.is_chief_oracle()
+
+
+def search(tuner: kt.Tuner, splits, epochs: int, verbose: int = 2, **fit_kwargs) -> None:
+    """Runs (or resumes) the search; keras-tuner skips trials already completed in its project."""
+    try:
+        tuner.search(
+            splits.train, validation_data=splits.val, epochs=epochs, verbose=verbose, **fit_kwargs
+        )
+    except RuntimeError as exc:  # keras-tuner's "too many consecutive failed trials"
+        raise UserError(f"the search stopped: {first_line(exc)}") from None
+
+
+def trial_rows(tuner: kt.Tuner) -> list:
+    """One dict per trial, in the order trials were created."""
+    rows = []
+    for trial_id in sorted(tuner.oracle.trials):
+        trial = tuner.oracle.trials[trial_id]
+        values = trial.hyperparameters.values
+        rows.append({
+            "trial": trial_id,
+            "status": trial.status,
+            **{name: values.get(name) for name in hparams.NAMES},
+            "epochs": values.get("tuner/epochs"),
+            "continues": values.get("tuner/trial_id"),
+            "best_val_accuracy": trial.score,
+        })
+    return rows
+
+
+def summary_table(rows: list, default_epochs: int) -> str:
+    header = ("| trial | status | activation | pooling | batch norm | hidden | learning rate | "
+              "epochs | best val acc |")
+    lines = [header, "|" + "---|" * 9]
+    for r in rows:
+        score = "-" if r["best_val_accuracy"] is None else f"{r['best_val_accuracy']:.4f}"
+        lr = "-" if r["learning_rate"] is None else f"{r['learning_rate']:.2e}"
+        epochs = r["epochs"] or default_epochs
+        if r["continues"]:
+            epochs = f"{epochs} (from trial {r['continues']})"
+        lines.append(
+            f"| {r['trial']} | {r['status']} | {r['activation']} | {r['pooling']} | "
+            f"{r['batch_norm']} | {r['hidden_units']} | {lr} | {epochs} | {score} |"
+        )
+    return "\n".join(lines)
+
+
+def write_results(tuner: kt.Tuner, directory: str, kind: str, default_epochs: int) -> str:
+    """Writes best_hyperparameters.json and trials_summary.md into ``directory``; returns the table."""
+    best_trials = tuner.oracle.get_best_trials(1)
+    if not best_trials or best_trials[0].score is None:
+        raise UserError(
+            f"no trial in {directory} completed, so there is no best model: see the trial errors "
+            "above, fix their cause and rerun (finished trials are kept)"
+        )
+    best = best_trials[0]
+    config = best.hyperparameters.get_config()
+    # The Hyperband bookkeeping values describe one trial's schedule, not the architecture.
+    config["values"] = {k: v for k, v in config["values"].items() if not k.startswith("tuner/")}
+    # TFX's Tuner writes this same get_config() form; the extra keys are for people.
+    payload = {**config, "tuner": kind, "trial_id": best.trial_id, "best_val_accuracy": best.score}
+    _write(os.path.join(directory, BEST_FILE), json.dumps(payload, indent=2))
+    table = summary_table(trial_rows(tuner), default_epochs)
+    text = (f"# keras-tuner {kind} search: {len(tuner.oracle.trials)} trials, objective "
+            f"val_accuracy\n\nBest: trial {best.trial_id}, val accuracy {best.score:.4f}\n\n"
+            f"{table}\n")
+    _write(os.path.join(directory, SUMMARY_FILE), text)
+    return text
+
+
+def _write(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

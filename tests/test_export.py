@@ -1,0 +1,218 @@
+"""Export to TF Serving's layout: signature, equality with Keras, versions, REST request bodies."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import run_cli
+
+from lenet_keras import export, serving
+from lenet_keras.data import resize_images
+from lenet_keras.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def tuned(study_dir):
+    return serving.load_keras_classifier(os.path.join(study_dir, "tuned", "model.keras"))
+
+
+@pytest.fixture(scope="module")
+def exported(tuned, tmp_path_factory):
+    """(export_base, version-1 folder) of the tuned model."""
+    model, names, size = tuned
+    base = str(tmp_path_factory.mktemp("serving"))
+    return base, export.export_model(model, names, size, base, "lenet_tuned")
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+    return tf.saved_model.load(exported[1])  # module-scoped: it owns the signature's variables
+
+
+@pytest.fixture(scope="module")
+def signature(loaded):
+    return loaded.signatures["serving_default"]
+
+
+def images(n, height, width, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, height, width, 3), dtype=np.uint8)
+
+
+def test_layout_is_what_tf_serving_polls(exported):
+    base, path = exported
+    assert path == os.path.join(base, "lenet_tuned", "1")
+    assert {"saved_model.pb", "variables"} <= set(os.listdir(path))
+    assert os.listdir(os.path.join(base, "lenet_tuned")) == ["1"]  # no staging folder left
+
+
+def test_saved_model_cli_lists_the_uint8_signature(exported):
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    proc = subprocess.run([cli, "show", "--dir", exported[1], "--all"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    default = out[out.index("signature_def['serving_default']"):]
+    default = default[:default.index("Method name is")]
+    field = "tensor_info:\n        dtype: {}\n        shape: {}"
+    assert "inputs['images'] " + field.format("DT_UINT8", "(-1, -1, -1, 3)") in default, default
+    for name, dtype, shape in [("probabilities", "DT_FLOAT", "(-1, 100)"),
+                               ("class_ids", "DT_INT64", "(-1)"),
+                               ("class_names", "DT_STRING", "(-1)")]:
+        assert f"outputs['{name}'] " + field.format(dtype, shape) in default, default
+
+
+@pytest.mark.parametrize("height,width", [(32, 32), (96, 96), (17, 45), (1, 200)])
+def test_served_outputs_match_the_keras_model(tuned, signature, height, width):
+    model, names, size = tuned
+    x = images(3, height, width, seed=height * width)
+    out = signature(images=tf.constant(x))
+    expected = model(resize_images(tf.constant(x), size), training=False).numpy()
+    np.testing.assert_allclose(out["probabilities"].numpy(), expected, rtol=1e-5, atol=1e-7)
+    ids = out["class_ids"].numpy()
+    np.testing.assert_array_equal(ids, expected.argmax(axis=1))
+    assert [n.decode() for n in out["class_names"].numpy()] == [names[i] for i in ids]
+
+
+def test_every_class_name_is_kept_in_the_saved_model(tuned, exported, study_dir):
+    with open(os.path.join(study_dir, "tuned", "metrics.json")) as f:
+        expected = json.load(f)["class_names"]
+    classifier = serving.load_saved_model(exported[1])
+    assert classifier.class_names == expected == tuned[1]
+    assert len(expected) == 100 and expected[0] == "apple"
+
+
+@pytest.mark.parametrize("bad,needle", [
+    (np.zeros((32, 32, 3), np.uint8), "[32,32,3] is not compatible with expected shape [?,?,?,3]"),
+    (np.zeros((1, 32, 32, 4), np.uint8), "[1,32,32,4] is not compatible with expected shape"),
+    (np.zeros((1, 1, 32, 32, 3), np.uint8), "[1,1,32,32,3] is not compatible with expected"),
+    (np.zeros((1, 32, 32, 3), np.float32), "expected to be a uint8 tensor but is a float tensor"),
+])
+def test_signature_rejects_wrong_inputs_clearly(signature, bad, needle):
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        signature(images=tf.constant(bad))
+    assert needle in str(err.value)
+
+
+def test_shape_check_survives_a_session_run_like_tf_serving(exported):
+    """TF Serving runs the signature in a C++ session (with Grappler) and checks no shape itself."""
+    from tensorflow.core.protobuf import config_pb2
+
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as sess:
+        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], exported[1])
+        sig = meta.signature_def["serving_default"]
+        # A callable, unlike sess.run, skips the Python-side feed shape check, as TF Serving does.
+        run = sess._make_callable_from_options(config_pb2.CallableOptions(
+            feed=[sig.inputs["images"].name], fetch=[sig.outputs["probabilities"].name]))
+        assert run(images(2, 40, 24))[0].shape == (2, 100)
+        with pytest.raises(tf.errors.InvalidArgumentError, match="not compatible with expected"):
+            run(np.zeros((32, 32, 3), np.uint8))
+
+
+def test_versions_increment_and_are_never_overwritten(tuned, tmp_path):
+    model, names, size = tuned
+    base = str(tmp_path)
+    first = export.export_model(model, names, size, base, "m")
+    pb = os.path.join(first, "saved_model.pb")
+    before = (os.stat(pb).st_mtime_ns, open(pb, "rb").read())
+    os.makedirs(os.path.join(base, "m", "7"))  # e.g. a version copied in by hand
+    assert export.export_model(model, names, size, base, "m") == os.path.join(base, "m", "8")
+    with pytest.raises(UserError, match="already exists and versions are never overwritten"):
+        export.export_model(model, names, size, base, "m", version=1)
+    assert (os.stat(pb).st_mtime_ns, open(pb, "rb").read()) == before
+    assert sorted(os.listdir(os.path.join(base, "m"))) == ["1", "7", "8"]
+
+
+def test_an_interrupted_export_leaves_no_version_folder(tuned, tmp_path, monkeypatch):
+    model, names, size = tuned
+    base = str(tmp_path)
+    export.export_model(model, names, size, base, "m")
+
+    def write_half_then_interrupt(self, filepath, **kwargs):
+        with open(os.path.join(filepath, "saved_model.pb"), "wb") as f:
+            f.write(b"half")
+        raise KeyboardInterrupt
+
+    archive_type = type(keras.export.ExportArchive())
+    monkeypatch.setattr(archive_type, "write_out", write_half_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_model(model, names, size, base, "m")
+    assert os.listdir(os.path.join(base, "m")) == ["1"]
+    assert serving.existing_versions(os.path.join(base, "m")) == [1]
+
+
+def tf_serving_request_to_inputs(body: dict, signature) -> dict:
+    """Stand-in for TF Serving's REST :predict decoding (it cannot run here).
+
+    Row format: {"instances": [x, ...]}, each x the single input's value or {"images": value},
+    stacked into a batch. Columnar: {"inputs": value} or {"inputs": {"images": value}}, the
+    batch dimension included. Values become the signature input's dtype, integers only for uint8.
+    """
+    (specs,) = signature.structured_input_signature[1:]
+    (name, spec), = specs.items()
+    if "instances" in body:
+        rows = [row[name] if isinstance(row, dict) else row for row in body["instances"]]
+        value = np.stack([np.asarray(row) for row in rows])
+    else:
+        value = body["inputs"]
+        value = np.asarray(value[name] if isinstance(value, dict) else value)
+    if spec.dtype.is_integer and not np.issubdtype(value.dtype, np.integer):
+        raise ValueError(f"JSON value for {name} is not an integer, as {spec.dtype.name} needs")
+    if spec.dtype.is_integer and (value.min() < spec.dtype.min or value.max() > spec.dtype.max):
+        raise ValueError(f"JSON value for {name} is out of range for {spec.dtype.name}")
+    return {name: tf.constant(value, dtype=spec.dtype)}
+
+
+def test_tf_serving_rest_bodies_convert_to_the_signature_input(signature):
+    x = images(2, 20, 28, seed=5)
+    direct = signature(images=tf.constant(x))["probabilities"].numpy()
+    bodies = [
+        {"instances": x.tolist()},  # as in the README's curl example
+        {"signature_name": "serving_default", "instances": [{"images": i.tolist()} for i in x]},
+        {"inputs": x.tolist()},
+        {"inputs": {"images": x.tolist()}},
+    ]
+    for body in bodies:
+        inputs = tf_serving_request_to_inputs(json.loads(json.dumps(body)), signature)
+        served = signature(**inputs)["probabilities"].numpy()
+        np.testing.assert_array_equal(served, direct)
+    with pytest.raises(ValueError, match="not an integer"):
+        tf_serving_request_to_inputs({"instances": (x / 255.0).tolist()}, signature)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not compatible with expected shape"):
+        signature(**tf_serving_request_to_inputs({"inputs": x[0].tolist()}, signature))
+
+
+def test_cli_exports_the_transfer_model_with_stl10_names(study_dir, tmp_path):
+    base = str(tmp_path)
+    proc = run_cli("lenet_keras.export", "--exp", "transfer", "--model_dir", study_dir,
+                   "--export_base", base)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    path = os.path.join(base, "lenet_transfer", "1")
+    assert proc.stdout.strip().splitlines()[-1] == path
+    classifier = serving.load_saved_model(os.path.join(base, "lenet_transfer"))
+    assert classifier.class_names[:3] == ["airplane", "bird", "car"]
+    assert len(classifier.class_names) == 10
+
+
+def test_run_refuses_what_it_cannot_export_and_writes_nothing(study_dir, tmp_path):
+    serving_base = str(tmp_path / "serving")
+    with pytest.raises(UserError, match="no trained model at .*tuned"):
+        export.run("tuned", str(tmp_path / "none"), serving_base)
+    with pytest.raises(UserError, match="unknown experiment 'lenet'"):
+        export.run("lenet", study_dir, serving_base)
+    with pytest.raises(UserError, match="must be a folder name"):
+        export.run("tuned", study_dir, serving_base, model_name="../escape")
+    assert not os.path.exists(serving_base)
+
+
+def test_run_exports_any_keras_file_named_after_its_folder(study_dir, tmp_path):
+    path = export.run(None, "unused", str(tmp_path),
+                      source_model=os.path.join(study_dir, "vanilla", "model.keras"))
+    assert path == os.path.join(str(tmp_path), "lenet_vanilla", "1")

@@ -1,0 +1,112 @@
+"""predict on real PNG/JPEG files of any size, with a .keras model and an exported SavedModel."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import assert_one_line_error, run_cli
+from PIL import Image
+
+from lenet_keras import export, predict, serving
+from lenet_keras.data import resize_images
+from lenet_keras.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def vanilla_path(study_dir):
+    return os.path.join(study_dir, "vanilla", "model.keras")
+
+
+@pytest.fixture(scope="module")
+def vanilla_export(vanilla_path, tmp_path_factory):
+    """The <model_name> folder holding version 1 of the exported vanilla model."""
+    base = str(tmp_path_factory.mktemp("serving"))
+    model, names, size = serving.load_keras_classifier(vanilla_path)
+    return os.path.dirname(export.export_model(model, names, size, base, "lenet_vanilla"))
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory):
+    """Real files as a user has them: RGB PNG, JPEG, odd-sized greyscale PNG, RGBA PNG."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(3)
+    files = {
+        "small.png": Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)),
+        "stl.jpg": Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)),
+        "odd grey.png": Image.fromarray(rng.integers(0, 256, (37, 50), dtype=np.uint8), "L"),
+        "alpha.png": Image.fromarray(rng.integers(0, 256, (64, 20, 4), dtype=np.uint8), "RGBA"),
+    }
+    paths = {}
+    for name, image in files.items():
+        paths[name] = str(folder / name)
+        image.save(paths[name])
+    paths["notes.txt"] = str(folder / "notes.txt")
+    with open(paths["notes.txt"], "w") as f:
+        f.write("not an image\n")
+    paths["missing.png"] = str(folder / "missing.png")
+    return paths
+
+
+def keras_probabilities(model_path, image_path):
+    model, _, size = serving.load_keras_classifier(model_path)
+    # TF's decoder, as predict: PIL's JPEG decoder differs from it by a level here and there.
+    pixels = tf.io.decode_image(tf.io.read_file(image_path), channels=3)[tf.newaxis]
+    return model(resize_images(pixels, size), training=False).numpy()[0]
+
+
+def test_cli_answers_every_image_then_names_the_bad_files(vanilla_export, image_files):
+    order = ["small.png", "notes.txt", "stl.jpg", "missing.png", "odd grey.png", "alpha.png"]
+    proc = run_cli("lenet_keras.predict", "--model", vanilla_export,
+                   *[image_files[n] for n in order])
+    assert_one_line_error(proc, image_files["missing.png"], "No such file")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2, proc.stderr
+    assert image_files["notes.txt"] in errors[0] and "not a PNG/JPEG image" in errors[0]
+    lines = proc.stdout.strip().splitlines()
+    answered = [line for line in lines if not line.startswith("  ")]
+    assert answered == [image_files[n] for n in order if n not in ("notes.txt", "missing.png")]
+    assert len(lines) == 4 * (1 + 5)  # default --top_k 5
+    first = [float(line.split()[1]) for line in lines[1:6]]
+    assert first == sorted(first, reverse=True) and 0 < sum(first) <= 1.0001
+
+
+def test_json_top_k_matches_the_keras_model(study_dir, image_files):
+    model_path = os.path.join(study_dir, "transfer", "model.keras")
+    names = ["small.png", "stl.jpg", "odd grey.png"]
+    classifier = serving.load_classifier(model_path)
+    results = predict.predict_files(classifier, [image_files[n] for n in names], 3)
+    results = json.loads(predict.render(results, as_json=True))
+    assert [r["file"] for r in results] == [image_files[n] for n in names]
+    with open(os.path.join(study_dir, "transfer", "metrics.json")) as f:
+        class_names = json.load(f)["class_names"]
+    for result in results:
+        expected = keras_probabilities(model_path, result["file"])
+        top = result["top_k"]
+        assert [c["class_id"] for c in top] == list(np.argsort(-expected, kind="stable")[:3])
+        assert [c["class_name"] for c in top] == [class_names[c["class_id"]] for c in top]
+        np.testing.assert_allclose([c["probability"] for c in top],
+                                   expected[[c["class_id"] for c in top]], rtol=1e-5)
+
+
+def test_saved_model_and_keras_file_give_the_same_answers(vanilla_path, vanilla_export,
+                                                          image_files):
+    paths = [image_files[n] for n in ("small.png", "stl.jpg", "odd grey.png", "notes.txt")]
+    from_keras = predict.predict_files(serving.load_classifier(vanilla_path), paths, 100)
+    from_saved = predict.predict_files(serving.load_classifier(vanilla_export), paths, 100)
+    assert [r.get("error", "")[:20] for r in from_keras] == [r.get("error", "")[:20]
+                                                            for r in from_saved]
+    for a, b in zip(from_keras[:3], from_saved[:3], strict=True):
+        assert [c["class_id"] for c in a["top_k"][:5]] == [c["class_id"] for c in b["top_k"][:5]]
+        np.testing.assert_allclose([c["probability"] for c in a["top_k"]],
+                                   [c["probability"] for c in b["top_k"]], rtol=1e-4, atol=1e-7)
+
+
+def test_a_model_path_that_is_not_a_model_is_a_user_error(image_files, tmp_path):
+    with pytest.raises(UserError, match="is not a loadable Keras model"):
+        serving.load_classifier(image_files["notes.txt"])
+    with pytest.raises(UserError, match="no saved_model.pb and no version folders"):
+        serving.load_classifier(str(tmp_path))

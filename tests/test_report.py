@@ -1,0 +1,171 @@
+"""The study report: table numbers, pictures, confusion-matrix labels, missing runs, bad model dirs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lenet_keras import report, synthetic_data
+from lenet_keras.errors import UserError
+from tests.conftest import assert_one_line_error, run_cli
+
+STUDY = ("vanilla", "tuned", "transfer")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _metrics(model_dir, exp):
+    with open(os.path.join(model_dir, exp, "metrics.json")) as f:
+        return json.load(f)
+
+
+def _table_cells(markdown: str, exp: str) -> list:
+    rows = [line for line in markdown.splitlines() if line.startswith(f"| {exp} |")]
+    assert len(rows) == 1, markdown
+    return [cell.strip() for cell in rows[0].strip("|").split("|")]
+
+
+def _read_report(path):
+    with open(path) as f:
+        return f.read()
+
+
+def test_train_all_wrote_report_with_metrics_json_numbers(study_dir):
+    markdown = _read_report(os.path.join(study_dir, "report", "REPORT.md"))
+    for exp in STUDY:
+        m = _metrics(study_dir, exp)
+        assert _table_cells(markdown, exp) == [
+            exp,
+            m["dataset"],
+            str(m["epochs_run"]),
+            f"{m['params']:,}",
+            f"{m['trainable_params']:,}",
+            f"{m['best_val_accuracy']:.4f} ({m['best_epoch']})",
+            f"{m['test_accuracy']:.4f}",
+            f"{m['test_top5_accuracy']:.4f}",
+            f"{sum(m['epoch_seconds']):.1f} s",
+        ]
+    # Transfer trains only its new head: the table must not show the total as trainable.
+    transfer = _table_cells(markdown, "transfer")
+    assert transfer[3] != transfer[4]
+
+
+def test_report_pictures_are_valid_pngs_of_sensible_size(study_dir):
+    out = os.path.join(study_dir, "report")
+    markdown = _read_report(os.path.join(out, "REPORT.md"))
+    linked = re.findall(r"\]\(([^)]+\.png)\)", markdown)
+    expected = {f"{kind}_{exp}.png" for kind in ("curves", "confusion", "predictions") for exp in STUDY}
+    assert set(linked) == expected
+    assert sorted(f for f in os.listdir(out) if f.endswith(".png")) == sorted(expected)
+    for name in expected:
+        path = os.path.join(out, name)
+        with open(path, "rb") as f:
+            assert f.read(8) == PNG_SIGNATURE, name
+        with Image.open(path) as image:
+            assert image.format == "PNG"
+            width, height = image.size
+            assert 500 <= width <= 2500 and 300 <= height <= 2500, (name, image.size)
+            pixels = np.asarray(image.convert("RGB"))
+        # Not a blank canvas: a drawn figure has many colours.
+        packed = pixels.astype(np.uint32) @ np.array([1 << 16, 1 << 8, 1], dtype=np.uint32)
+        assert len(np.unique(packed)) > 50, name
+
+
+def test_training_saves_cifar100_superclasses_for_the_report(study_dir):
+    vanilla = np.load(os.path.join(study_dir, "vanilla", "predictions.npz"))
+    # Synthetic CIFAR-100 puts fine class f into superclass f // 5.
+    np.testing.assert_array_equal(vanilla["coarse_labels"], vanilla["labels"] // 5)
+    seen = vanilla["fine_to_coarse"] >= 0
+    assert seen.sum() > 50
+    np.testing.assert_array_equal(vanilla["fine_to_coarse"][seen], np.arange(100)[seen] // 5)
+    assert _metrics(study_dir, "vanilla")["coarse_class_names"] == synthetic_data.CIFAR100_COARSE
+    transfer = np.load(os.path.join(study_dir, "transfer", "predictions.npz"))
+    assert "coarse_labels" not in transfer.files
+    assert "coarse_class_names" not in _metrics(study_dir, "transfer")
+
+
+def _confusion_axes(study_dir, exp):
+    draw = report.figures(report.load_run(study_dir, exp))[f"confusion_{exp}.png"][1]
+    return draw().axes[0]
+
+
+def test_confusion_matrices_are_labelled_with_class_names(study_dir):
+    ax = _confusion_axes(study_dir, "transfer")
+    assert [t.get_text() for t in ax.get_xticklabels()] == synthetic_data.STL10_CLASSES
+    assert [t.get_text() for t in ax.get_yticklabels()] == synthetic_data.STL10_CLASSES
+
+    ax = _confusion_axes(study_dir, "vanilla")
+    assert [t.get_text() for t in ax.get_yticklabels()] == synthetic_data.CIFAR100_COARSE
+    assert [t.get_text() for t in ax.get_xticklabels()] == synthetic_data.CIFAR100_COARSE
+    # The annotated counts are superclass agreements, checked against an independent f // 5.
+    p = np.load(os.path.join(study_dir, "vanilla", "predictions.npz"))
+    known = p["fine_to_coarse"][p["predictions"]] >= 0
+    cells = {(round(t.get_position()[1]), round(t.get_position()[0])): int(t.get_text())
+             for t in ax.texts}
+    assert sum(cells.values()) == known.sum()
+    agree = (p["labels"] // 5 == p["predictions"] // 5) & known
+    assert sum(c for (i, j), c in cells.items() if i == j) == agree.sum()
+
+
+def test_missing_and_unreadable_runs_are_rows_not_crashes(study_dir, tmp_path):
+    model_dir = tmp_path / "models"
+    (model_dir / "vanilla").mkdir(parents=True)
+    for name in ("metrics.json", "predictions.npz"):
+        shutil.copy(os.path.join(study_dir, "vanilla", name), model_dir / "vanilla" / name)
+    (model_dir / "tuned").mkdir()
+    (model_dir / "tuned" / "metrics.json").write_text("{not json")
+    (model_dir / "transfer").mkdir()
+    shutil.copy(os.path.join(study_dir, "transfer", "metrics.json"), model_dir / "transfer")
+
+    path = report.write_report(str(model_dir), str(tmp_path / "out"))
+    assert path == str(tmp_path / "out" / "REPORT.md")
+    assert not (model_dir / "report").exists()
+    markdown = _read_report(path)
+    m = _metrics(study_dir, "vanilla")
+    assert _table_cells(markdown, "vanilla")[6] == f"{m['test_accuracy']:.4f}"
+    assert "unreadable metrics.json" in _table_cells(markdown, "tuned")[1]
+    # A run with metrics but no predictions.npz keeps its row and curves and says what is missing.
+    m = _metrics(study_dir, "transfer")
+    assert _table_cells(markdown, "transfer")[7] == f"{m['test_top5_accuracy']:.4f}"
+    assert "no usable predictions.npz" in markdown
+    pngs = sorted(f for f in os.listdir(os.path.dirname(path)) if f.endswith(".png"))
+    assert pngs == [
+        "confusion_vanilla.png", "curves_transfer.png", "curves_vanilla.png", "predictions_vanilla.png"
+    ]
+
+    shutil.rmtree(model_dir / "transfer")
+    table = report.comparison_table(report.find_runs(str(model_dir)))
+    transfer = _table_cells(table, "transfer")[1]
+    assert transfer.startswith("missing") and "--exp transfer" in transfer
+
+
+def test_most_confused_pairs_counts_and_orders():
+    labels = np.array([0, 0, 0, 1, 1, 2, 2])
+    predictions = np.array([1, 1, 0, 2, 0, 2, 2])
+    assert report.most_confused_pairs(labels, predictions) == [(0, 1, 2, 3), (1, 0, 1, 2), (1, 2, 1, 2)]
+    assert report.most_confused_pairs(labels, predictions, k=1) == [(0, 1, 2, 3)]
+
+
+def test_empty_model_dir_is_a_one_line_error(tmp_path):
+    proc = run_cli("lenet_keras.report", "--model_dir", str(tmp_path))
+    assert_one_line_error(proc, "no finished runs", "lenet_keras.train")
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(UserError, match="does not exist"):
+        report.write_report(str(tmp_path / "nowhere"))
+
+
+def test_learning_curves_mark_the_best_validation_epoch(study_dir):
+    m = _metrics(study_dir, "tuned")
+    draw = report.figures(report.load_run(study_dir, "tuned"))["curves_tuned.png"][1]
+    accuracy_ax, loss_ax = draw().axes
+    lines = {line.get_label(): line for line in accuracy_ax.get_lines()}
+    np.testing.assert_allclose(lines["validation"].get_ydata(), m["history"]["val_accuracy"])
+    np.testing.assert_allclose(lines["train"].get_ydata(), m["history"]["accuracy"])
+    marker = lines[f"best validation accuracy (epoch {m['best_epoch']})"]
+    assert list(marker.get_xdata()) == [m["best_epoch"]] * 2
+    assert [t.get_text() for t in loss_ax.get_xticklabels()][0] == "1"

@@ -1,0 +1,253 @@
+"""A killed, diverged or disk-starved run loses nothing and, rerun, ends where an uninterrupted one does.
+
+Every resumed run below is compared with one uninterrupted run of the same seed: histories and
+test metrics must agree to TOLERANCE (on one machine they come out bit-identical, because the
+optimizer state, the epoch, the best value and the data order are all restored).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import pytest
+from conftest import REPO, assert_one_line_error, run_cli
+
+import experiments
+from lenet_keras import atomic, resume
+from lenet_keras.errors import UserError
+from lenet_keras.training import run_experiment
+
+EPOCHS = 3
+TOLERANCE = 1e-6
+SAME_RUN_KEYS = ("test_accuracy", "test_top5_accuracy", "test_loss", "best_val_accuracy", "best_epoch",
+                 "epochs_run")
+
+
+def vanilla():
+    return experiments.get_config("vanilla").replace(epochs=EPOCHS)
+
+
+def assert_same_run(metrics: dict, reference: dict) -> None:
+    for key in SAME_RUN_KEYS:
+        assert metrics[key] == pytest.approx(reference[key], abs=TOLERANCE), key
+    assert sorted(metrics["history"]) == sorted(reference["history"])
+    for key, values in reference["history"].items():
+        assert metrics["history"][key] == pytest.approx(values, abs=TOLERANCE), key
+    assert len(metrics["epoch_seconds"]) == EPOCHS
+
+
+@pytest.fixture(scope="module")
+def reference(data_dir, tmp_path_factory) -> dict:
+    """One uninterrupted run: what every interrupted run must end up as."""
+    return run_experiment(vanilla(), data_dir, str(tmp_path_factory.mktemp("reference")), verbose=0)
+
+
+def test_same_seed_gives_identical_metrics(data_dir, tmp_path, reference):
+    assert_same_run(run_experiment(vanilla(), data_dir, str(tmp_path), verbose=0), reference)
+
+
+def _backup_epoch(exp_dir: str) -> int:
+    try:
+        with open(os.path.join(exp_dir, resume.STAGING, resume.BACKUP_DIR,
+                               "training_metadata.json")) as f:
+            return json.load(f)["epoch"]
+    except (OSError, ValueError):
+        return 0
+
+
+def test_sigkill_mid_training_then_same_command_resumes(data_dir, tmp_path, reference):
+    args = ["--exp", "vanilla", "--epochs", str(EPOCHS), "--data_dir", data_dir,
+            "--model_dir", str(tmp_path)]
+    exp_dir = os.path.join(str(tmp_path), "vanilla")
+    proc = subprocess.Popen([sys.executable, "-m", "lenet_keras.train", *args], cwd=REPO,
+                            env=dict(os.environ, PYTHONPATH=REPO),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while _backup_epoch(exp_dir) < 1:
+            assert proc.poll() is None, "training ended before it could be killed"
+            assert time.monotonic() < deadline, "no epoch finished in 240 s"
+            time.sleep(0.05)
+        time.sleep(0.2)  # into epoch 2
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not os.path.exists(os.path.join(exp_dir, "metrics.json"))
+
+    rerun = run_cli("lenet_keras.train", *args)  # also takes over the dead process's lock
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    resumed = re.search(rf"resuming vanilla from epoch (\d+)/{EPOCHS}", rerun.stderr)
+    assert resumed and int(resumed.group(1)) >= 2, rerun.stderr[-3000:]
+    with open(os.path.join(exp_dir, "metrics.json")) as f:
+        assert_same_run(json.load(f), reference)
+    assert sorted(os.listdir(exp_dir)) == [
+        "config.json", "logs", "metrics.json", "model.keras", "predictions.npz"]
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL at an exact instant: no handler runs, the files stay as they are."""
+
+
+def _sha(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _truncate(path: str) -> None:
+    os.truncate(path, os.path.getsize(path) // 2)
+
+
+def test_killed_at_every_write_point_then_resumed_matches_uninterrupted(
+        data_dir, tmp_path, reference, monkeypatch, caplog):
+    """One run, crashed in turn at each write it makes, each time resumed by the next attempt."""
+    model_dir = str(tmp_path)
+    exp_dir = os.path.join(model_dir, "vanilla")
+    staging = os.path.join(exp_dir, resume.STAGING)
+    best = os.path.join(staging, resume.BEST_MODEL)
+    caplog.set_level(logging.INFO)
+
+    def attempt(patches: dict, expect=Killed):
+        caplog.clear()
+        with monkeypatch.context() as m:
+            for (owner, name), replacement in patches.items():
+                m.setattr(owner, name, replacement)
+            with pytest.raises(expect) as caught:
+                run_experiment(vanilla(), data_dir, model_dir, verbose=0)
+        return caught.value
+
+    def resumed_from() -> int:
+        found = re.findall(r"resuming vanilla from epoch (\d+)/", caplog.text)
+        return int(found[0]) if found else 1
+
+    save_weights, write_json, replace = keras.Model.save_weights, atomic.write_json, atomic.replace
+    calls = []
+
+    # 1. Killed while BackupAndRestore writes epoch 2's weights: its double checkpoint has epoch 1.
+    def torn_backup(self, filepath, *args, **kwargs):
+        save_weights(self, filepath, *args, **kwargs)
+        calls.append(filepath)
+        if len(calls) == 2:
+            _truncate(filepath)
+            raise Killed
+
+    attempt({(keras.Model, "save_weights"): torn_backup})
+    best_after_epoch_1 = _sha(best)
+    assert keras.models.load_model(best).count_params() == reference["params"]
+
+    # 2. Disk full while ModelCheckpoint writes epoch 2's model: clear error, best of epoch 1 kept.
+    def disk_full(self, filepath, *args, **kwargs):
+        with open(filepath, "wb") as f:
+            f.write(b"PK\x03\x04 half a zip")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filepath)
+
+    error = attempt({(keras.Model, "save"): disk_full}, expect=UserError)
+    assert resumed_from() == 2
+    message = str(error)
+    assert "No space left on device" in message and "\n" not in message, message
+    assert "resume after epoch 1" in message and "best model so far (epoch 1" in message, message
+    assert _sha(best) == best_after_epoch_1
+
+    # 3. Killed while writing progress.json for epoch 2: the old complete file is still there.
+    def torn_progress(path, payload):
+        if path.endswith(resume.PROGRESS_FILE) and len(payload["history"]["loss"]) == 2:
+            with open(path + ".tmp", "w") as f:
+                f.write(json.dumps(payload)[:50])
+            raise Killed
+        write_json(path, payload)
+
+    attempt({(atomic, "write_json"): torn_progress})
+    assert resumed_from() == 2
+    with open(os.path.join(staging, resume.PROGRESS_FILE)) as f:
+        assert len(json.load(f)["history"]["loss"]) == 1
+    assert _sha(best) == best_after_epoch_1
+
+    # 4. Killed between the backup's weights and its metadata file: the weights are of epoch 2,
+    #    the metadata still says 1, and epoch 2's best-model candidate was never renamed into place.
+    def killed_after_weights(self, filepath, *args, **kwargs):
+        save_weights(self, filepath, *args, **kwargs)
+        raise Killed
+
+    attempt({(keras.Model, "save_weights"): killed_after_weights})
+    assert resumed_from() == 2
+    assert _backup_epoch(exp_dir) == 1
+
+    # 5. The loss turns NaN in epoch 3: one-line error, the best model (epoch 2) is kept.
+    on_epoch_begin = resume.StopOnNaN.on_epoch_begin
+
+    def diverge(self, epoch, logs=None):
+        on_epoch_begin(self, epoch, logs)
+        self.model.optimizer.learning_rate.assign(1e38)
+
+    error = attempt({(resume.StopOnNaN, "on_epoch_begin"): diverge}, expect=UserError)
+    assert resumed_from() == 3  # from the weights, not the stale metadata
+    assert "NaN/Inf in epoch 3" in str(error) and "best model so far (epoch 2" in str(error)
+    assert keras.models.load_model(best).count_params() == reference["params"]
+
+    # 6. Killed while publishing: model.keras is in place, metrics.json is not. Before it, the
+    #    backup's metadata is emptied as a kill inside Keras's in-place write of it would leave it.
+    os.truncate(os.path.join(staging, resume.BACKUP_DIR, "training_metadata.json"), 0)
+    def torn_publish(src, dst):
+        if dst.endswith("predictions.npz"):
+            raise Killed
+        replace(src, dst)
+
+    attempt({(atomic, "replace"): torn_publish})
+    assert resumed_from() == 3
+    assert os.path.exists(os.path.join(exp_dir, "model.keras"))
+    assert not os.path.exists(os.path.join(exp_dir, "metrics.json"))
+
+    # 7. The same command once more: all epochs are done, it evaluates and publishes.
+    caplog.clear()
+    metrics = run_experiment(vanilla(), data_dir, model_dir, verbose=0)
+    assert f"resuming vanilla after its last epoch ({EPOCHS}/{EPOCHS}" in caplog.text
+    assert_same_run(metrics, reference)
+    assert not os.path.exists(staging)
+
+
+def test_changed_settings_refuse_to_resume_until_fresh(tmp_path):
+    exp_dir = str(tmp_path / "vanilla")
+    state = resume.RunState(exp_dir, vanilla())
+    state.record_epoch(0, {"loss": 4.0, "val_accuracy": 0.1}, 1.0)
+    os.makedirs(state.backup_dir)
+
+    with pytest.raises(UserError, match=r"different settings \(learning_rate\).*--fresh"):
+        resume.RunState(exp_dir, vanilla().replace(learning_rate=0.5))
+    assert resume.RunState(exp_dir, vanilla()).epochs_done == 1
+
+    fresh = resume.RunState(exp_dir, vanilla().replace(learning_rate=0.5), fresh=True)
+    assert fresh.epochs_done == 0 and fresh.best_value is None
+    assert not os.path.exists(state.backup_dir)
+
+
+def test_absurd_learning_rate_stops_with_one_line_error(data_dir, tmp_path):
+    proc = run_cli("lenet_keras.train", "--exp", "vanilla", "--epochs", "2", "--learning_rate", "1e38",
+                   "--data_dir", data_dir, "--model_dir", str(tmp_path), "--deterministic")
+    assert_one_line_error(proc, "NaN/Inf in epoch 1", "Lower --learning_rate")
+    assert not os.path.exists(tmp_path / "vanilla" / "model.keras")
+
+
+def test_rerun_study_keeps_what_it_finished_and_continues_the_interrupted_experiment(tmp_path):
+    study = [experiments.get_config(name) for name in experiments.STUDY_ORDER]
+    model_dir = str(tmp_path)
+    assert resume.study_resume_point(model_dir, study) == 0  # nothing there: a new study
+    for config in study[:2]:
+        atomic.write_json(str(tmp_path / "metrics.json"), {"config": config.to_dict()})
+        os.makedirs(tmp_path / config.name)
+        os.replace(tmp_path / "metrics.json", tmp_path / config.name / "metrics.json")
+    assert resume.study_resume_point(model_dir, study) == 0  # all finished: a new study
+    resume.RunState(str(tmp_path / "tuned"), study[1]).record_epoch(0, {"val_accuracy": 0.1}, 1.0)
+    assert resume.study_resume_point(model_dir, study) == 1  # vanilla kept, tuned resumes
+    changed = [study[0].replace(seed=7), *study[1:]]
+    assert resume.study_resume_point(model_dir, changed) == 0  # vanilla's settings changed
