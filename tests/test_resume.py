@@ -117,6 +117,7 @@ def test_killed_at_every_write_point_then_resumed_matches_uninterrupted(
     staging = os.path.join(exp_dir, resume.STAGING)
     best = os.path.join(staging, resume.BEST_MODEL)
     caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="absl")  # a test that parsed absl flags set it to WARNING
 
     def attempt(patches: dict, expect=Killed):
         caplog.clear()
