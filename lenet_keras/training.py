@@ -3,8 +3,8 @@
 Artifacts of a run go to ``<model_dir>/<exp>/``; while it runs they are written into
 ``<model_dir>/<exp>/.staging/`` and only published into place (lenet_keras.atomic: temporary file,
 then rename, one file at a time) after the test evaluation succeeded, so a failed or interrupted
-run never touches the model of an earlier good run. A killed run resumes when started again (lenet_keras.resume), and only one run
-at a time may use an experiment directory (lenet_keras.runlock).
+run never touches the model of an earlier good run. A killed run resumes when started again
+(lenet_keras.resume), and only one run at a time may use an experiment directory (lenet_keras.runlock).
 """
 
 from __future__ import annotations
