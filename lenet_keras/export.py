@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from typing import Optional, Sequence
 
@@ -105,21 +104,12 @@ def run(exp: Optional[str], model_dir: str, export_base: str, model_name: Option
 
 
 def main(argv):
-    from lenet_keras.errors import UserError
+    from lenet_keras.errors import one_line_errors, reject_positional
 
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]}: all options are --flags", file=sys.stderr)
-        sys.exit(2)
-    try:
-        final = run(FLAGS.exp, FLAGS.model_dir, FLAGS.export_base, FLAGS.model_name,
-                    FLAGS.version, FLAGS.source_model)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("error: interrupted; no partial version was left in --export_base", file=sys.stderr)
-        sys.exit(130)
-    print(final)
+    reject_positional(argv)
+    with one_line_errors("no partial version was left in --export_base"):
+        print(run(FLAGS.exp, FLAGS.model_dir, FLAGS.export_base, FLAGS.model_name,
+                  FLAGS.version, FLAGS.source_model))
 
 
 if __name__ == "__main__":

@@ -13,14 +13,13 @@ import dataclasses
 import functools
 import json
 import os
-import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from lenet_keras import plots
-from lenet_keras.errors import UserError, first_line
+from lenet_keras.errors import UserError, first_line, one_line_errors, reject_positional
 
 # The names lenet_keras.training writes; not imported from there because that pulls in TensorFlow.
 METRICS_FILE = "metrics.json"
@@ -246,15 +245,9 @@ def _save(figure: Figure, path: str) -> None:
 def main(argv):
     from absl import flags
 
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]}: all options are --flags", file=sys.stderr)
-        sys.exit(2)
-    try:
-        path = write_report(flags.FLAGS.model_dir, flags.FLAGS.out_dir)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    print(path)
+    reject_positional(argv)
+    with one_line_errors():
+        print(write_report(flags.FLAGS.model_dir, flags.FLAGS.out_dir))
 
 
 if __name__ == "__main__":

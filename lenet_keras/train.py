@@ -10,8 +10,6 @@ A killed run carries on from its last finished epoch when the same command runs 
 
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
@@ -155,19 +153,11 @@ def run(exp: str) -> list:
 
 
 def main(argv):
-    from lenet_keras.errors import UserError
+    from lenet_keras.errors import one_line_errors, reject_positional
 
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]}: all options are --flags", file=sys.stderr)
-        sys.exit(2)
-    try:
+    reject_positional(argv)
+    with one_line_errors("earlier results in --model_dir are untouched; rerun to resume"):
         run(FLAGS.exp)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("error: interrupted; earlier results in --model_dir are untouched", file=sys.stderr)
-        sys.exit(130)
 
 
 if __name__ == "__main__":

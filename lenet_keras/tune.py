@@ -12,8 +12,6 @@ KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set (see README).
 
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags
 
 FLAGS = flags.FLAGS
@@ -57,22 +55,13 @@ def run() -> str:
 
 
 def main(argv):
-    from lenet_keras.errors import UserError
+    from lenet_keras.errors import UserError, one_line_errors, reject_positional
 
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]}: all options are --flags", file=sys.stderr)
-        sys.exit(2)
-    try:
+    reject_positional(argv)
+    with one_line_errors(f"rerun the same command to resume the search in {FLAGS.tune_dir}"):
         if FLAGS.max_trials is not None and FLAGS.max_trials <= 0:
             raise UserError(f"--max_trials must be a positive integer, got {FLAGS.max_trials}")
         print(run())
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print(f"error: interrupted; rerun the same command to resume the search in "
-              f"{FLAGS.tune_dir}", file=sys.stderr)
-        sys.exit(130)
 
 
 if __name__ == "__main__":
