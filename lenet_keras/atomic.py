@@ -12,7 +12,13 @@ import os
 import shutil
 
 
-def fsync_dir(path: str) -> None:
+def fsync_path(path: str) -> None:
+    """fsync a file or a directory by name.
+
+    Keras and numpy close their files without fsync; without it a renamed file can be empty after a
+    power loss on file systems that reorder data and metadata writes. A directory is synced so the
+    rename itself survives.
+    """
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -20,21 +26,14 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def fsync_file(path: str) -> None:
-    # Keras and numpy close their files without fsync; without it a renamed file can be empty
-    # after a power loss on file systems that reorder data and metadata writes.
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+
 
 
 def replace(src: str, dst: str) -> None:
     """Moves a finished file ``src`` over ``dst`` durably; ``dst`` is never seen half-written."""
-    fsync_file(src)
+    fsync_path(src)
     os.replace(src, dst)
-    fsync_dir(os.path.dirname(os.path.abspath(dst)))
+    fsync_path(os.path.dirname(os.path.abspath(dst)))
 
 
 def publish(src: str, dst: str) -> None:
@@ -51,4 +50,4 @@ def write_json(path: str, payload: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    fsync_dir(os.path.dirname(os.path.abspath(path)))
+    fsync_path(os.path.dirname(os.path.abspath(path)))
