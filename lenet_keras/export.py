@@ -17,6 +17,8 @@ from typing import Optional, Sequence
 
 from absl import app, flags
 
+from lenet_keras.layout import MODEL_FILE
+
 FLAGS = flags.FLAGS
 
 
@@ -95,7 +97,7 @@ def run(exp: Optional[str], model_dir: str, export_base: str, model_name: Option
         import experiments
 
         experiments.get_config(exp)  # UserError for an unknown name
-        path, default_name = os.path.join(model_dir, exp, "model.keras"), f"lenet_{exp}"
+        path, default_name = os.path.join(model_dir, exp, MODEL_FILE), f"lenet_{exp}"
     else:
         raise UserError("say what to export: --exp vanilla|tuned|transfer or --source_model PATH")
     model, class_names, image_size = load_keras_classifier(path)

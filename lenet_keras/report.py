@@ -20,10 +20,8 @@ from matplotlib.figure import Figure
 
 from lenet_keras import plots
 from lenet_keras.errors import UserError, first_line, one_line_errors, reject_positional
+from lenet_keras.layout import METRICS_FILE, PREDICTIONS_FILE
 
-# The names lenet_keras.training writes; not imported from there because that pulls in TensorFlow.
-METRICS_FILE = "metrics.json"
-PREDICTIONS_FILE = "predictions.npz"
 REPORT_DIR = "report"
 REPORT_FILE = "REPORT.md"
 CONFUSED_PAIRS = 10

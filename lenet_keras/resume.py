@@ -29,11 +29,11 @@ from absl import logging
 
 from lenet_keras import atomic
 from lenet_keras.errors import UserError, first_line
+from lenet_keras.layout import METRICS_FILE, MODEL_FILE, STAGING
 
-STAGING = ".staging"
 BACKUP_DIR = "backup"
 PROGRESS_FILE = "progress.json"
-BEST_MODEL = "model.keras"
+BEST_MODEL = MODEL_FILE
 CANDIDATE = "candidate-{epoch:04d}.keras"  # ModelCheckpoint fills in the 1-based epoch
 MONITOR = "val_accuracy"
 
@@ -155,7 +155,7 @@ class RunState:
 def finished_metrics(exp_dir: str, config) -> Optional[dict]:
     """metrics.json of a finished run of exactly ``config`` in ``exp_dir``, else None."""
     try:
-        with open(os.path.join(exp_dir, "metrics.json")) as f:
+        with open(os.path.join(exp_dir, METRICS_FILE)) as f:
             metrics = json.load(f)
     except (OSError, ValueError):
         return None

@@ -20,11 +20,11 @@ import tensorflow as tf
 
 from lenet_keras.data import resize_images
 from lenet_keras.errors import UserError, first_line
+from lenet_keras.layout import METRICS_FILE
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "images"
 CLASS_NAMES = "class_names"
-METRICS_FILE = "metrics.json"  # written by lenet_keras.training beside model.keras
 
 
 class Classifier(NamedTuple):

@@ -22,12 +22,8 @@ from absl import logging
 from lenet_keras import atomic, data, distribute, models, resume, runlock
 from lenet_keras.config import ExperimentConfig
 from lenet_keras.errors import UserError
+from lenet_keras.layout import CONFIG_FILE, METRICS_FILE, MODEL_FILE, PREDICTIONS_FILE, STAGING
 
-MODEL_FILE = "model.keras"
-METRICS_FILE = "metrics.json"
-CONFIG_FILE = "config.json"
-PREDICTIONS_FILE = "predictions.npz"
-STAGING = resume.STAGING
 SAMPLE_IMAGES = 64  # test images kept beside the predictions, for the report's picture grid
 
 
