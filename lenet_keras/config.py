@@ -41,9 +41,10 @@ class ExperimentConfig:
     # fraction of the per-step Python/dispatch overhead (see BENCHMARKS.md). Callbacks then see a
     # batch boundary every steps_per_execution steps; epochs are unaffected.
     steps_per_execution: int = 64
-    # XLA-compile each training/eval step: TF's CPU default is off, but for this small model it cut
-    # CPU time per image by ~35% on a 2-core CPU (BENCHMARKS.md); the maths is unchanged.
-    jit_compile: bool = True
+    # XLA-compile each training/eval step. Off: XLA's CPU convolutions are Eigen's, and with oneDNN's
+    # (on by default through lenet_keras/__init__.py) the unfused step ran 2x faster than the fused
+    # one on a 2-core AVX2 CPU (benchmarks/ATTEMPTS.md). On a GPU turn it on.
+    jit_compile: bool = False
     epochs: int = 10
     seed: int = 42
     # Transfer: start from another experiment's trained model and train only a new head.

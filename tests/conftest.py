@@ -8,6 +8,10 @@ import sys
 
 import pytest
 
+# Before any test module imports TensorFlow: the package sets TF's oneDNN switch at import, and the
+# suite should run the kernels the product runs whatever order pytest collects modules in.
+import lenet_keras  # noqa: F401
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Small but not trivial: enough for a few batches per epoch and every class-name lookup.
