@@ -66,7 +66,12 @@ def build_from_hparams(hp, num_classes: int, base_config) -> keras.Model:
     if hasattr(hp, "Choice"):
         hparams_lib.define_search_space(hp)
     config = hparams_lib.apply(base_config, hp)
-    return compile_classifier(build_from_config(config, num_classes), config.learning_rate)
+    return compile_classifier(
+        build_from_config(config, num_classes),
+        config.learning_rate,
+        config.steps_per_execution,
+        config.jit_compile,
+    )
 
 
 def compile_classifier(

@@ -59,6 +59,13 @@ def test_hparams_and_config_build_the_same_model(hidden):
     assert float(from_hp.optimizer.learning_rate.numpy()) == pytest.approx(2e-3)
 
 
+def test_trials_train_with_the_experiments_speed_settings():
+    hp = hparams.define_search_space(kt.HyperParameters())
+    base = experiments.get_config("tuned").replace(steps_per_execution=32, jit_compile=True)
+    model = models.build_from_hparams(hp, 100, base)
+    assert (model.steps_per_execution, model.jit_compile) == (32, True)
+
+
 def test_tfx_config_dict_and_plain_values_map_alike():
     hp = hparams.define_search_space(kt.HyperParameters())
     assert hparams.config_overrides(hp.get_config()) == hparams.config_overrides(hp.values)
