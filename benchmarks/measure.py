@@ -107,6 +107,23 @@ def keras_runner(name: str, data_dir: str, train_images: int = 0, steps_per_exec
     return run
 
 
+def keras_process_runner(name: str, data_dir: str, train_images: int = 0, env=None, **settings):
+    """Like keras_runner, but each run is a fresh process (``benchmarks.keras_epoch``) whose
+    environment adds ``env``: for TF_ENABLE_ONEDNN_OPTS, which TensorFlow reads at import. The
+    process warms up itself, so the benchmark's warm-up round skips it."""
+    command = [sys.executable, "-m", "benchmarks.keras_epoch", "--exp", name, "--data_dir", data_dir,
+               "--train_images", str(train_images)]
+    command += [f"--{key}={int(value)}" for key, value in settings.items()]
+
+    def run() -> float:
+        out = subprocess.run(command, check=True, cwd=REPO, capture_output=True, text=True,
+                             env=dict(os.environ, PYTHONPATH=REPO, **(env or {})))
+        return json.loads(out.stdout.strip().splitlines()[-1])["images_per_second"]
+
+    run.warms_itself = True
+    return run
+
+
 def training_arrays(splits):
     """The training images and labels as uint8/int arrays: what a PyTorch user holds in memory."""
     images, labels = zip(*((x.numpy(), y.numpy()) for x, y in splits.train), strict=True)

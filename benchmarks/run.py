@@ -24,7 +24,7 @@ flags.DEFINE_string("out", os.path.join(os.path.dirname(__file__), "BENCHMARKS.m
 flags.DEFINE_integer("repeats", 5, "Timed runs of each contender.")
 flags.DEFINE_integer("train_images", 0, "Training images per run (0: the experiment's whole train split).")
 flags.DEFINE_integer("study_runs", 3, "Timed `train --exp all` runs (0: skip).")
-flags.DEFINE_boolean("attempts", True, "Also time steps_per_execution alone, without XLA.")
+flags.DEFINE_boolean("attempts", True, "Also time the previous product setting (XLA).")
 flags.DEFINE_boolean("render_only", False, "Rewrite --out from the results.json beside it; measure nothing.")
 flags.DEFINE_integer("torch_threads", 0, "PyTorch intra-op threads (0: its default, one per core). "
                      "On a machine shared with other jobs, 1 avoids OpenMP's collapse under contention.")
@@ -36,14 +36,22 @@ def contenders(data_dir: str, train_images: int, attempts: bool):
 
     product = measure.keras_runner("vanilla", data_dir, train_images)
     spe, jit = int(product.model.steps_per_execution), bool(product.model.jit_compile)
+    from tensorflow.python.util import _pywrap_util_port
+
+    onednn = _pywrap_util_port.IsMklEnabled()  # what TensorFlow runs, not what was asked for
     runners = {
-        f"Keras fit, product settings (steps_per_execution={spe}, jit_compile={jit})": product,
-        "Keras fit, seed settings (steps_per_execution=1, jit_compile=False)": measure.keras_runner(
-            "vanilla", data_dir, train_images, steps_per_execution=1, jit_compile=False),
+        f"Keras fit, product settings (steps_per_execution={spe}, jit_compile={jit}, "
+        f"oneDNN {'on' if onednn else 'off'})": product,
+        # TensorFlow's own defaults on a CPU without AVX-512 VNNI/BF16 or AMX: Eigen kernels.
+        "Keras fit, seed settings (steps_per_execution=1, jit_compile=False, oneDNN off)":
+            measure.keras_process_runner("vanilla", data_dir, train_images,
+                                         env={"TF_ENABLE_ONEDNN_OPTS": "0"},
+                                         steps_per_execution=1, jit_compile=False),
     }
     if attempts:
-        runners[f"Keras fit, steps_per_execution={spe}, jit_compile=False"] = measure.keras_runner(
-            "vanilla", data_dir, train_images, jit_compile=False)
+        # The previous product setting: XLA's CPU convolutions are Eigen's whatever oneDNN says.
+        runners[f"Keras fit, steps_per_execution={spe}, jit_compile=True (XLA)"] = measure.keras_runner(
+            "vanilla", data_dir, train_images, jit_compile=True)
     images, labels = measure.training_arrays(product.splits)
     import torch
 
@@ -112,7 +120,8 @@ def measure_all() -> dict:
     print("warming up the contenders", flush=True)
     runners, per_experiment = contenders(data_dir, FLAGS.train_images, FLAGS.attempts)
     for run in runners.values():
-        run()
+        if not getattr(run, "warms_itself", False):
+            run()
     rates = {name: [] for name in runners}
     matmul = []
     for i in range(FLAGS.repeats):

@@ -24,6 +24,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import lenet_keras  # noqa: E402,F401  (before TensorFlow: it sets TF's oneDNN switch)
 
 
 def hyperband_budget(max_epochs: int, factor: int, max_trials=None):
@@ -61,7 +62,8 @@ def epoch_seconds(data_dir: str, epochs: int):
     config = experiments.get_config("tuned")
     splits = data.load_splits(config, data_dir)
     model = models.compile_classifier(models.build_from_config(config, splits.num_classes),
-                                      config.learning_rate)
+                                      config.learning_rate, config.steps_per_execution,
+                                      config.jit_compile)
     wall, cpu = [], []
 
     class Timer(keras.callbacks.Callback):
