@@ -20,6 +20,7 @@ import tensorflow_datasets as tfds
 from lenet_keras.errors import UserError, first_line
 
 PROBE_TIMEOUT_S = 10
+_DECODED: dict = {}  # (builder data dir, split, image size) -> decoded, cached tf.data.Dataset
 SHUFFLE_BUFFER = 50_000  # >= CIFAR-100's 45,000 training images: a full shuffle each epoch
 
 
@@ -147,17 +148,23 @@ def load_splits(config, data_dir: Optional[str] = None) -> Splits:
     convert = _to_pairs(config.image_size)
     auto = tf.data.AUTOTUNE
 
-    def prepare(ds):
-        return ds.map(convert, num_parallel_calls=auto).cache()
+    def prepare(ds, split):
+        # One decoded cache per split and image size in a process: `--exp all` and a tuner's
+        # trials decode CIFAR-100 once, not once per experiment. Shuffling, batching and the
+        # shuffle's seed stay per call, so results do not depend on what ran before.
+        key = (builder.data_dir, split, config.image_size)
+        if key not in _DECODED:
+            _DECODED[key] = ds.map(convert, num_parallel_calls=auto).cache()
+        return _DECODED[key]
 
     train = (
-        prepare(train)
+        prepare(train, config.train_split)
         .shuffle(min(SHUFFLE_BUFFER, sizes[0]), seed=config.seed, reshuffle_each_iteration=True)
         .batch(config.batch_size)
         .prefetch(auto)
     )
-    val = prepare(val).batch(config.eval_batch_size).prefetch(auto)
-    test = prepare(test).batch(config.eval_batch_size).prefetch(auto)
+    val = prepare(val, config.val_split).batch(config.eval_batch_size).prefetch(auto)
+    test = prepare(test, config.test_split).batch(config.eval_batch_size).prefetch(auto)
     label = features["label"]
     return Splits(
         train=train,
