@@ -74,8 +74,10 @@ def pipeline_section(r: dict) -> list:
         train = r["training"][r["bound_names"][name]]["median"]
         lines.append(f"| {name} ({r['train_examples'][name]:,} images) | {fmt(p['cold'])} | "
                      f"{fmt(p['warm'])} | {p['warm']['median'] / train:.1f}x |")
-    lines += ["", "The first pass happens once per run (then `cache()` serves every epoch); STL-10's "
-              "96->32 resize happens only in it."]
+    lines += ["", "Each pass is consumed as `fit` consumes it: a new iterator drained by a traced "
+              "loop of `next` calls; later epochs are the median of three passes. The first pass "
+              "happens once per run (then `cache()` serves every epoch); STL-10's 96->32 resize "
+              "happens only in it."]
     return lines
 
 

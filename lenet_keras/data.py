@@ -123,6 +123,11 @@ def _to_pairs(image_size: int):
     return convert
 
 
+def forget_decoded() -> None:
+    """Drops the decoded splits kept by ``load_splits``: the next load decodes again."""
+    _DECODED.clear()
+
+
 def load_splits(config, data_dir: Optional[str] = None) -> Splits:
     """Batched, cached, prefetched train/val/test datasets for ``config`` (an ExperimentConfig)."""
     if config.image_dir:
