@@ -81,27 +81,18 @@ def keras_runner(name: str, data_dir: str, train_images: int = 0, steps_per_exec
     """
     import keras
 
-    from lenet_keras import data, models
+    from lenet_keras import data, models, training
 
-    config = _config(name, data_dir, train_images)
+    config = _config(name, data_dir, train_images).replace(  # None keeps the config's value
+        steps_per_execution=steps_per_execution, jit_compile=jit_compile)
     splits = data.load_splits(config, data_dir)
     keras.utils.set_random_seed(config.seed)
-    model = build_model(config, splits.num_classes)
-    spe = config.steps_per_execution if steps_per_execution is None else steps_per_execution
-    jit = config.jit_compile if jit_compile is None else jit_compile
-    models.compile_classifier(model, config.learning_rate, spe, jit)
-    seconds = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            seconds.append(time.perf_counter() - self.start)
+    model = models.compile_from_config(build_model(config, splits.num_classes), config)
+    timer = training.EpochTimer()
 
     def run() -> float:
-        model.fit(splits.train, epochs=1, verbose=0, callbacks=[Timer()])
-        return splits.train_examples / seconds[-1]
+        model.fit(splits.train, epochs=1, verbose=0, callbacks=[timer])
+        return splits.train_examples / timer.seconds[-1]
 
     run.model = model
     run.splits = splits

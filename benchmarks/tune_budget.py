@@ -61,9 +61,7 @@ def epoch_seconds(data_dir: str, epochs: int):
 
     config = experiments.get_config("tuned")
     splits = data.load_splits(config, data_dir)
-    model = models.compile_classifier(models.build_from_config(config, splits.num_classes),
-                                      config.learning_rate, config.steps_per_execution,
-                                      config.jit_compile)
+    model = models.compile_from_config(models.build_from_config(config, splits.num_classes), config)
     wall, cpu = [], []
 
     class Timer(keras.callbacks.Callback):

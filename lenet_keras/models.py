@@ -66,11 +66,13 @@ def build_from_hparams(hp, num_classes: int, base_config) -> keras.Model:
     if hasattr(hp, "Choice"):
         hparams_lib.define_search_space(hp)
     config = hparams_lib.apply(base_config, hp)
+    return compile_from_config(build_from_config(config, num_classes), config)
+
+
+def compile_from_config(model: keras.Model, config) -> keras.Model:
+    """``compile_classifier`` with the config's learning rate and speed settings."""
     return compile_classifier(
-        build_from_config(config, num_classes),
-        config.learning_rate,
-        config.steps_per_execution,
-        config.jit_compile,
+        model, config.learning_rate, config.steps_per_execution, config.jit_compile
     )
 
 

@@ -43,6 +43,9 @@ class EpochTimer(keras.callbacks.Callback):
             self.seconds.append(time.perf_counter() - self._start)
             self._start = None
 
+    def on_epoch_end(self, epoch, logs=None):
+        self.on_test_begin()  # an epoch without validation data ends its training pass here
+
 
 def experiment_dir(model_dir: str, name: str) -> str:
     return os.path.join(model_dir, name)
@@ -129,9 +132,7 @@ def _run_locked(config, data_dir, model_dir, exp_dir, source_model, verbose, ext
     splits = data.load_splits(config, data_dir)
     with strategy.scope():
         model = build_model(config, splits.num_classes, source_model)
-        models.compile_classifier(
-            model, config.learning_rate, config.steps_per_execution, config.jit_compile
-        )
+        models.compile_from_config(model, config)
 
     timer = EpochTimer()
     checkpoint = keras.callbacks.ModelCheckpoint(
