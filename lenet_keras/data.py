@@ -123,6 +123,20 @@ def _to_pairs(image_size: int):
     return convert
 
 
+def without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """``dataset`` with tf.data's model-based autotuning off.
+
+    Autotuning runs a model thread in every iterator, and Keras ``fit`` makes a new iterator each
+    epoch: destroying the old one waited for that thread for 1.3-2.9 s in about half the epochs
+    measured (benchmarks/ATTEMPTS.md, row 21), ~20 s of a study. After the first pass the data
+    come from ``cache()``, so there is nothing left to tune: an AUTOTUNE ``map`` runs one call per
+    core and an AUTOTUNE ``prefetch`` still sizes its buffer itself.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
 def forget_decoded() -> None:
     """Drops the decoded splits kept by ``load_splits``: the next load decodes again."""
     _DECODED.clear()
@@ -170,6 +184,7 @@ def load_splits(config, data_dir: Optional[str] = None) -> Splits:
     )
     val = prepare(val, config.val_split).batch(config.eval_batch_size).prefetch(auto)
     test = prepare(test, config.test_split).batch(config.eval_batch_size).prefetch(auto)
+    train, val, test = (without_autotune(ds) for ds in (train, val, test))
     label = features["label"]
     return Splits(
         train=train,

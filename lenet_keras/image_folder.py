@@ -266,9 +266,9 @@ def load_splits(config) -> data.Splits:
         .prefetch(auto)
     )
     return data.Splits(
-        train=train,
-        val=dataset("val").batch(config.eval_batch_size).prefetch(auto),
-        test=dataset("test").batch(config.eval_batch_size).prefetch(auto),
+        train=data.without_autotune(train),
+        val=data.without_autotune(dataset("val").batch(config.eval_batch_size).prefetch(auto)),
+        test=data.without_autotune(dataset("test").batch(config.eval_batch_size).prefetch(auto)),
         num_classes=len(class_names),
         class_names=list(class_names),
         train_examples=sizes["train"],

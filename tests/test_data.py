@@ -37,6 +37,14 @@ def test_splits_are_uint8_32x32_with_int_labels_and_the_right_sizes(data_dir, ex
     assert next(iter(splits.val))[0].shape[0] == n_val  # eval batches are larger than training's
 
 
+def test_pipelines_run_without_autotuning(data_dir):
+    # fit drops an iterator every epoch; with autotuning on, that waited for its model thread
+    # for seconds (benchmarks/ATTEMPTS.md, row 21).
+    splits = data.load_splits(experiments.get_config("vanilla"), data_dir)
+    assert [ds.options().autotune.enabled for ds in (splits.train, splits.val, splits.test)] == [
+        False, False, False]
+
+
 def test_validation_and_test_never_overlap_train(data_dir):
     splits = data.load_splits(experiments.get_config("vanilla"), data_dir)
     train, val, test = (set(digests(ds)) for ds in (splits.train, splits.val, splits.test))

@@ -95,6 +95,8 @@ def test_given_train_val_test_folders_are_used_as_they_are(tmp_path):
     np.testing.assert_array_equal(test_images, np.stack(expected))
     x, y = next(iter(splits.train))
     assert x.shape == (5, 32, 32, 3) and x.dtype == tf.uint8 and y.dtype == tf.int64
+    # As data.load_splits: no autotuning thread to wait for when fit drops an epoch's iterator.
+    assert all(ds.options().autotune.enabled is False for ds in (splits.train, splits.val, splits.test))
 
 
 def test_unreadable_files_are_skipped_with_a_warning_naming_each(tmp_path, caplog):
