@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -85,30 +86,35 @@ def prediction_grid(
     title: str,
     columns: int = 8,
 ) -> Figure:
-    """Test images, each framed and captioned green (correct) or red (wrong, with the true class)."""
+    """Test images, each framed and captioned green (correct) or red (wrong, with the true class).
+
+    The grid is one mosaic image on one axes: 64 separate axes took about a second per grid to
+    build and draw, a third of the report's time.
+    """
     count = len(images)
     rows = max(1, -(-count // columns))
-    # Fixed spacing: constrained layout takes seconds to solve for 64 captioned axes.
-    height = rows * 1.75 + 0.6
-    fig = Figure(figsize=(columns * 1.55, height))
-    axes = np.atleast_1d(fig.subplots(rows, columns, gridspec_kw=dict(
-        left=0.01, right=0.99, bottom=0.01, top=1 - 0.6 / height, wspace=0.08, hspace=0.36,
-    ))).ravel()
-    for ax in axes[count:]:
-        ax.set_axis_off()
-    for ax, image, true, predicted in zip(axes, images, labels, predictions, strict=False):
+    size, border, gap, caption = images.shape[1], 2, 8, 20  # in image pixels
+    framed = size + 2 * border
+    cell_w, cell_h = framed + gap, framed + caption
+    mosaic = np.ones((rows * cell_h, columns * cell_w, 3))
+    width = columns * 1.55  # inches
+    grid_height = width * mosaic.shape[0] / mosaic.shape[1]
+    height = grid_height + 0.6
+    fig = Figure(figsize=(width, height))
+    ax = fig.add_axes((0, 0, 1, grid_height / height))
+    for i, (image, true, predicted) in enumerate(zip(images, labels, predictions, strict=False)):
         ok = true == predicted
         colour = CORRECT if ok else WRONG
-        ax.imshow(image, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_color(colour)
-            spine.set_linewidth(3)
-        caption = f"✓ {class_names[predicted]}" if ok else (
+        top, left = (i // columns) * cell_h + caption, (i % columns) * cell_w + gap // 2
+        mosaic[top:top + framed, left:left + framed] = to_rgb(colour)
+        mosaic[top + border:top + border + size, left + border:left + border + size] = image / 255
+        text = f"✓ {class_names[predicted]}" if ok else (
             f"✗ {class_names[predicted]}\ntrue: {class_names[true]}"
         )
-        ax.set_title(caption, fontsize=7, color=colour)
+        ax.text(left + framed / 2, top - 1.5, text, ha="center", va="bottom", fontsize=7,
+                color=colour, linespacing=1.0, clip_on=True)
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_axis_off()
     correct = int(np.sum(labels[:count] == predictions[:count]))
     fig.suptitle(f"{title}: {correct}/{count} correct (green ✓ correct, red ✗ wrong)",
                  y=1 - 0.15 / height, va="top")

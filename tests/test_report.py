@@ -9,9 +9,10 @@ import shutil
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgb
 from PIL import Image
 
-from lenet_keras import report, synthetic_data
+from lenet_keras import plots, report, synthetic_data
 from lenet_keras.errors import UserError
 from tests.conftest import assert_one_line_error, run_cli
 
@@ -169,3 +170,21 @@ def test_learning_curves_mark_the_best_validation_epoch(study_dir):
     marker = lines[f"best validation accuracy (epoch {m['best_epoch']})"]
     assert list(marker.get_xdata()) == [m["best_epoch"]] * 2
     assert [t.get_text() for t in loss_ax.get_xticklabels()][0] == "1"
+
+
+def test_prediction_grid_frames_and_captions_each_image():
+    images = np.full((3, 32, 32, 3), 128, np.uint8)
+    fig = plots.prediction_grid(images, np.array([0, 1, 2]), np.array([0, 2, 2]), ["a", "b", "c"],
+                                "run", columns=2)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.texts] == ["✓ a", "✗ c\ntrue: b", "✓ c"]
+    assert [t.get_color() for t in ax.texts] == [plots.CORRECT, plots.WRONG, plots.CORRECT]
+    mosaic = ax.images[0].get_array()
+
+    def pixels(colour):
+        return int(np.all(np.isclose(mosaic, to_rgb(colour)), axis=-1).sum())
+
+    frame = 36 * 36 - 32 * 32  # a 2-pixel frame around each 32x32 image
+    assert (pixels(plots.CORRECT), pixels(plots.WRONG)) == (2 * frame, frame)
+    assert pixels((128 / 255,) * 3) == 3 * 32 * 32
+    assert "2/3 correct" in fig.get_suptitle()
