@@ -103,3 +103,22 @@ def test_unknown_dataset_and_bad_split_are_user_errors(data_dir):
         data.load_splits(config.replace(dataset="no_such_dataset_xyz"), data_dir)
     with pytest.raises(UserError, match="split"):
         data.load_splits(config.replace(val_split="validation"), data_dir)
+
+
+def test_coarse_labels_are_read_once_per_process(data_dir, monkeypatch):
+    data.forget_decoded()
+    reads = []
+    read = data._read_coarse_labels
+    monkeypatch.setattr(data, "_read_coarse_labels", lambda *args: reads.append(1) or read(*args))
+    config = experiments.get_config("vanilla")
+    test_coarse, names, fine_to_coarse = data.coarse_labels(config, data_dir)
+    test_coarse[:] = -7  # a caller's changes must not reach the next caller
+    again = data.coarse_labels(experiments.get_config("tuned"), data_dir)
+    assert len(reads) == 1
+    fine = labels(data.load_splits(config, data_dir).test)
+    np.testing.assert_array_equal(again[0], fine // 5)  # the synthetic superclass of each test image
+    assert again[1] == names and len(names) == 20
+    np.testing.assert_array_equal(again[2], fine_to_coarse)
+    data.forget_decoded()
+    data.coarse_labels(config, data_dir)
+    assert len(reads) == 2
