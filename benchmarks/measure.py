@@ -130,6 +130,32 @@ def torch_runner(images, labels, compile: bool):
     return lambda: trainer.epoch(images, labels)
 
 
+def torch_process_runner(arrays_path: str, compile: bool, threads: int = 0):
+    """Like torch_runner, in a process that never imports TensorFlow (``benchmarks.torch_epoch``),
+    kept alive between rounds: each run asks it for one epoch. It warms up as it starts."""
+    command = [sys.executable, "-m", "benchmarks.torch_epoch", "--arrays", arrays_path,
+               "--threads", str(threads)] + (["--compile"] if compile else [])
+    process = subprocess.Popen(command, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def reply() -> dict:
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{' '.join(command)} exited with {process.wait()}")
+        return json.loads(line)
+
+    reply()  # {"ready": true}: warmed up
+
+    def run() -> float:
+        process.stdin.write("run\n")
+        process.stdin.flush()
+        return reply()["images_per_second"]
+
+    run.warms_itself = True
+    run.close = process.stdin.close  # the worker exits when its stdin ends
+    return run
+
+
 def pipeline_rates(name: str, data_dir: str, train_images: int = 0):
     """(cold, warm) images/s of the training pipeline alone: the first pass reads, decodes, resizes
     and fills the cache; the next three read the cache, as every later epoch does (their median).

@@ -47,6 +47,11 @@ def training_section(r: dict) -> list:
               f"{'met' if ref >= 1.5 else 'NOT met'}) and > torch.compile ({refc:.2f}x: "
               f"{'met' if refc > 1 else 'NOT met'}). Ratios are the median (min–max) of per-round "
               "ratios: each round runs every contender back to back."]
+    if any(name.endswith("TensorFlow process") for name in names):
+        lines += ["", "The PyTorch peers run in processes of their own that never import TensorFlow, as "
+                  "a PyTorch user runs them. The row 'in the benchmark's TensorFlow process' is the "
+                  "same eager peer inside this process, where it runs without the ~700 minor page faults "
+                  "per step it takes alone (benchmarks/ATTEMPTS.md, row 25)."]
     return lines
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 
 from absl import app, flags
 
@@ -24,14 +25,15 @@ flags.DEFINE_string("out", os.path.join(os.path.dirname(__file__), "BENCHMARKS.m
 flags.DEFINE_integer("repeats", 5, "Timed runs of each contender.")
 flags.DEFINE_integer("train_images", 0, "Training images per run (0: the experiment's whole train split).")
 flags.DEFINE_integer("study_runs", 3, "Timed `train --exp all` runs (0: skip).")
-flags.DEFINE_boolean("attempts", True, "Also time the previous product setting (XLA).")
+flags.DEFINE_boolean("attempts", True, "Also time the previous product setting (XLA), and the "
+                     "PyTorch eager peer inside this (TensorFlow's) process.")
 flags.DEFINE_boolean("render_only", False, "Rewrite --out from the results.json beside it; measure nothing.")
 flags.DEFINE_integer("torch_threads", 0, "PyTorch intra-op threads (0: its default, one per core). "
                      "On a machine shared with other jobs, 1 avoids OpenMP's collapse under contention.")
 
 
-def contenders(data_dir: str, train_images: int, attempts: bool):
-    """name -> (runner, group); the vanilla Keras product setting is the reference of its group."""
+def contenders(data_dir: str, train_images: int, attempts: bool, scratch: str):
+    """name -> runner, and the per-experiment Keras runners; ``scratch`` holds the peer's arrays."""
     from benchmarks import measure
 
     product = measure.keras_runner("vanilla", data_dir, train_images)
@@ -53,13 +55,22 @@ def contenders(data_dir: str, train_images: int, attempts: bool):
         runners[f"Keras fit, steps_per_execution={spe}, jit_compile=True (XLA)"] = measure.keras_runner(
             "vanilla", data_dir, train_images, jit_compile=True)
     images, labels = measure.training_arrays(product.splits)
+    import numpy as np
+
+    arrays = os.path.join(scratch, "train.npz")
+    np.savez(arrays, images=images, labels=labels)
     import torch
 
     if FLAGS.torch_threads:
         torch.set_num_threads(FLAGS.torch_threads)
-
-    runners[f"PyTorch {torch.__version__} eager"] = measure.torch_runner(images, labels, False)
-    runners[f"PyTorch {torch.__version__} torch.compile"] = measure.torch_runner(images, labels, True)
+    # The peers run as a PyTorch user runs them: in processes that never import TensorFlow.
+    for compile, kind in ((False, "eager"), (True, "torch.compile")):
+        runners[f"PyTorch {torch.__version__} {kind}"] = measure.torch_process_runner(
+            arrays, compile, FLAGS.torch_threads)
+    if attempts:
+        # For reference: the same eager peer inside this process, where TensorFlow came first.
+        runners[f"PyTorch {torch.__version__} eager in the benchmark's TensorFlow process"] = (
+            measure.torch_runner(images, labels, False))
     per_experiment = {"vanilla": product}
     for name in ("tuned", "transfer"):
         per_experiment[name] = measure.keras_runner(name, data_dir, train_images)
@@ -118,17 +129,20 @@ def measure_all() -> dict:
                                   "warm": stats.summary([w for _, w in v])} for name, v in pipes.items()}
 
     print("warming up the contenders", flush=True)
-    runners, per_experiment = contenders(data_dir, FLAGS.train_images, FLAGS.attempts)
-    for run in runners.values():
-        if not getattr(run, "warms_itself", False):
-            run()
-    rates = {name: [] for name in runners}
-    matmul = []
-    for i in range(FLAGS.repeats):
-        print(f"round {i + 1}/{FLAGS.repeats}", flush=True)
-        matmul.append(measure.matmul_gflops())
-        for name, run in runners.items():
-            rates[name].append(run())
+    with tempfile.TemporaryDirectory() as scratch:
+        runners, per_experiment = contenders(data_dir, FLAGS.train_images, FLAGS.attempts, scratch)
+        for run in runners.values():
+            if not getattr(run, "warms_itself", False):
+                run()
+        rates = {name: [] for name in runners}
+        matmul = []
+        for i in range(FLAGS.repeats):
+            print(f"round {i + 1}/{FLAGS.repeats}", flush=True)
+            matmul.append(measure.matmul_gflops())
+            for name, run in runners.items():
+                rates[name].append(run())
+        for run in runners.values():
+            getattr(run, "close", lambda: None)()
     results["matmul_gflops"] = stats.summary(matmul)
     results["training"] = {name: stats.summary(v) for name, v in rates.items()}
     results["rounds"] = rates
