@@ -124,6 +124,20 @@ def _to_pairs(image_size: int):
     return convert
 
 
+def batched(train, val, test, config, shuffle_buffer: int):
+    """The (train, val, test) pipelines' shared tail, for every loader: train shuffled with the
+    experiment's seed and batched by ``batch_size``, val/test batched by ``eval_batch_size``, all
+    prefetched and without autotuning."""
+    auto = tf.data.AUTOTUNE
+    train = (
+        train.shuffle(shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True)
+        .batch(config.batch_size)
+        .prefetch(auto)
+    )
+    val, test = (ds.batch(config.eval_batch_size).prefetch(auto) for ds in (val, test))
+    return tuple(without_autotune(ds) for ds in (train, val, test))
+
+
 def without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
     """``dataset`` with tf.data's model-based autotuning off.
 
@@ -167,7 +181,6 @@ def load_splits(config, data_dir: Optional[str] = None) -> Splits:
         raise UserError(f"{config.dataset} split sizes {sized}: none may be empty, adjust the splits")
 
     convert = _to_pairs(config.image_size)
-    auto = tf.data.AUTOTUNE
 
     def prepare(ds, split):
         # One decoded cache per split and image size in a process: `--exp all` and a tuner's
@@ -175,18 +188,13 @@ def load_splits(config, data_dir: Optional[str] = None) -> Splits:
         # shuffle's seed stay per call, so results do not depend on what ran before.
         key = (builder.data_dir, split, config.image_size)
         if key not in _DECODED:
-            _DECODED[key] = ds.map(convert, num_parallel_calls=auto).cache()
+            _DECODED[key] = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE).cache()
         return _DECODED[key]
 
-    train = (
-        prepare(train, config.train_split)
-        .shuffle(min(SHUFFLE_BUFFER, sizes[0]), seed=config.seed, reshuffle_each_iteration=True)
-        .batch(config.batch_size)
-        .prefetch(auto)
+    train, val, test = batched(
+        prepare(train, config.train_split), prepare(val, config.val_split),
+        prepare(test, config.test_split), config, min(SHUFFLE_BUFFER, sizes[0]),
     )
-    val = prepare(val, config.val_split).batch(config.eval_batch_size).prefetch(auto)
-    test = prepare(test, config.test_split).batch(config.eval_batch_size).prefetch(auto)
-    train, val, test = (without_autotune(ds) for ds in (train, val, test))
     label = features["label"]
     return Splits(
         train=train,

@@ -251,7 +251,6 @@ def load_arrays(config) -> Tuple[Dict[str, Tuple[np.ndarray, np.ndarray]], List[
 def load_splits(config) -> data.Splits:
     """The folder ``config.image_dir`` as ``data.Splits``, batched as data.load_splits does."""
     arrays, class_names = load_arrays(config)
-    auto = tf.data.AUTOTUNE
 
     def dataset(split):
         return tf.data.Dataset.from_tensor_slices(arrays[split])
@@ -259,16 +258,12 @@ def load_splits(config) -> data.Splits:
     sizes = {split: len(labels) for split, (_, labels) in arrays.items()}
     logging.info("%s: %d classes, %d train / %d val / %d test images", config.image_dir,
                  len(class_names), sizes["train"], sizes["val"], sizes["test"])
-    train = (
-        dataset("train")
-        .shuffle(sizes["train"], seed=config.seed, reshuffle_each_iteration=True)
-        .batch(config.batch_size)
-        .prefetch(auto)
-    )
+    train, val, test = data.batched(
+        dataset("train"), dataset("val"), dataset("test"), config, sizes["train"])
     return data.Splits(
-        train=data.without_autotune(train),
-        val=data.without_autotune(dataset("val").batch(config.eval_batch_size).prefetch(auto)),
-        test=data.without_autotune(dataset("test").batch(config.eval_batch_size).prefetch(auto)),
+        train=train,
+        val=val,
+        test=test,
         num_classes=len(class_names),
         class_names=list(class_names),
         train_examples=sizes["train"],
