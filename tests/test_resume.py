@@ -65,20 +65,40 @@ def _backup_epoch(exp_dir: str) -> int:
         return 0
 
 
+# The real CLI in a process of its own, held at the start of epoch 2 (epoch 1's backup is on
+# disk) until it is killed: a fixed sleep raced against training, which got fast enough to finish
+# all three epochs before the signal arrived.
+HELD_IN_EPOCH_2 = """
+import runpy, sys, time
+from lenet_keras import resume
+marker, sys.argv = sys.argv[1], ["lenet_keras.train", *sys.argv[2:]]
+begin = resume.ResumableBackup.on_epoch_begin
+def held(self, epoch, logs=None):
+    begin(self, epoch, logs)
+    if epoch == 1:
+        open(marker, "w").close()
+        time.sleep(600)
+resume.ResumableBackup.on_epoch_begin = held
+runpy.run_module("lenet_keras.train", run_name="__main__", alter_sys=True)
+"""
+
+
 def test_sigkill_mid_training_then_same_command_resumes(data_dir, tmp_path, reference):
+    model_dir = tmp_path / "models"
     args = ["--exp", "vanilla", "--epochs", str(EPOCHS), "--data_dir", data_dir,
-            "--model_dir", str(tmp_path)]
-    exp_dir = os.path.join(str(tmp_path), "vanilla")
-    proc = subprocess.Popen([sys.executable, "-m", "lenet_keras.train", *args], cwd=REPO,
-                            env=dict(os.environ, PYTHONPATH=REPO),
+            "--model_dir", str(model_dir)]
+    exp_dir = os.path.join(str(model_dir), "vanilla")
+    in_epoch_2 = tmp_path / "in_epoch_2"
+    proc = subprocess.Popen([sys.executable, "-c", HELD_IN_EPOCH_2, str(in_epoch_2), *args],
+                            cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240
-        while _backup_epoch(exp_dir) < 1:
+        while not in_epoch_2.exists():
             assert proc.poll() is None, "training ended before it could be killed"
             assert time.monotonic() < deadline, "no epoch finished in 240 s"
             time.sleep(0.05)
-        time.sleep(0.2)  # into epoch 2
+        assert _backup_epoch(exp_dir) == 1
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
@@ -89,7 +109,7 @@ def test_sigkill_mid_training_then_same_command_resumes(data_dir, tmp_path, refe
     rerun = run_cli("lenet_keras.train", *args)  # also takes over the dead process's lock
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     resumed = re.search(rf"resuming vanilla from epoch (\d+)/{EPOCHS}", rerun.stderr)
-    assert resumed and int(resumed.group(1)) >= 2, rerun.stderr[-3000:]
+    assert resumed and int(resumed.group(1)) == 2, rerun.stderr[-3000:]
     with open(os.path.join(exp_dir, "metrics.json")) as f:
         assert_same_run(json.load(f), reference)
     assert sorted(os.listdir(exp_dir)) == [
