@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import time
 from typing import Optional
 
 import keras_tuner as kt
@@ -22,6 +24,7 @@ PROJECT = "lenet5"  # keras-tuner's project folder inside --tune_dir
 BEST_FILE = "best_hyperparameters.json"
 SUMMARY_FILE = "trials_summary.md"
 SEARCH_FILE = "search.json"  # what kind of search tune_dir holds, to refuse resuming another kind
+IDLE_WAIT_S = 1.0  # a worker told to wait for other trials asks again after this long
 DEFAULT_MAX_TRIALS = 30  # random/bayesian; a full Hyperband at max_epochs=20, factor=3 runs 30
 
 
@@ -70,7 +73,32 @@ def make_tuner(
     else:
         tuner_class = kt.RandomSearch if kind == "random" else kt.BayesianOptimization
         tuner = tuner_class(build, max_trials=max_trials or DEFAULT_MAX_TRIALS, **common)
+    if is_worker():
+        _wait_when_idle(tuner.oracle)
     return tuner
+
+
+def _wait_when_idle(oracle) -> None:
+    """keras-tuner's worker asks the chief for a trial again at once when told IDLE (Hyperband
+    waits for a round to finish), a busy loop of gRPC calls that takes a core from the workers still
+    training. Pause between asks instead."""
+    create_trial = oracle.create_trial
+
+    def create_trial_or_wait(tuner_id):
+        trial = create_trial(tuner_id)
+        if trial.status == kt.engine.trial.TrialStatus.IDLE:
+            time.sleep(IDLE_WAIT_S)
+        return trial
+
+    oracle.create_trial = create_trial_or_wait
+
+
+def clear_search(directory: str) -> None:
+    """Deletes the search in ``directory`` (keras-tuner's project and what this module wrote)."""
+    shutil.rmtree(os.path.join(directory, PROJECT), ignore_errors=True)
+    for name in (BEST_FILE, SUMMARY_FILE, SEARCH_FILE):
+        if os.path.exists(os.path.join(directory, name)):
+            os.remove(os.path.join(directory, name))
 
 
 def _check_same_search(directory, kind, max_epochs, factor, overwrite) -> None:

@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import socket
 
 import keras
 import keras_tuner as kt
@@ -13,6 +12,7 @@ from conftest import assert_one_line_error, run_cli
 import experiments
 from lenet_keras import data, hparams, models, tuning
 from lenet_keras.errors import UserError
+from lenet_keras.tune import free_port, supervise
 
 CONFIG = experiments.get_config("tuned")
 
@@ -119,12 +119,6 @@ def test_train_rejects_a_foreign_hparams_file(hyperband_dir, tmp_path):
     assert not os.path.exists(tmp_path / "tuned")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_distributed_chief_and_two_workers(data_dir, tmp_path):
     import subprocess
     import sys
@@ -158,3 +152,90 @@ def test_distributed_chief_and_two_workers(data_dir, tmp_path):
     # The chief only serves the oracle: the two workers ran the trials.
     assert "worker done" in outputs["tuner0"][0] and "worker done" in outputs["tuner1"][0]
     assert json.load(open(os.path.join(tune_dir, tuning.BEST_FILE)))["values"]
+
+
+def test_parallel_trials_trains_in_workers_and_overwrite_starts_anew(data_dir, tmp_path):
+    tune_dir = str(tmp_path / "tune")
+    common = ("--tuner", "random", "--max_epochs", "1", "--data_dir", data_dir, "--tune_dir", tune_dir,
+              "--parallel_trials", "2")
+    proc = run_cli("lenet_keras.tune", *common, "--max_trials", "2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "2 trials" in proc.stdout
+    assert len(trial_files(tune_dir)) == 2
+    assert json.load(open(os.path.join(tune_dir, tuning.BEST_FILE)))["values"]
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
+    for worker in ("tuner0", "tuner1"):
+        log = open(os.path.join(tune_dir, "logs", f"{worker}.log")).read()
+        assert "worker done" in log and f"{threads} TensorFlow thread(s)" in log, log[-2000:]
+    # --overwrite clears the search once, before any worker starts: one new trial, not three.
+    proc = run_cli("lenet_keras.tune", *common, "--max_trials", "1", "--overwrite")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(trial_files(tune_dir)) == 1
+
+
+def test_parallel_trials_worker_failure_is_one_line(tmp_path):
+    proc = run_cli("lenet_keras.tune", "--parallel_trials", "2", "--data_dir", str(tmp_path / "empty"),
+                   "--tune_dir", str(tmp_path / "tune"), env={"TFDS_DATA_DIR": str(tmp_path / "empty")})
+    last = assert_one_line_error(proc, "search worker tuner", "cifar100", "full output:")
+    assert "error: dataset" not in last  # the worker's own prefix is not repeated
+
+
+def test_parallel_trials_refuses_to_run_inside_a_distributed_search(tmp_path):
+    proc = run_cli("lenet_keras.tune", "--parallel_trials", "2", "--tune_dir", str(tmp_path / "t"),
+                   env={"KERASTUNER_TUNER_ID": "tuner0"})
+    assert_one_line_error(proc, "unset KERASTUNER_TUNER_ID")
+
+
+def _processes(tmp_path, **codes):
+    """Real processes that print a line and exit with the given code (None: run until killed)."""
+    import subprocess
+    import sys
+
+    procs, logs = {}, {}
+    for tuner_id, code in codes.items():
+        logs[tuner_id] = str(tmp_path / f"{tuner_id}.log")
+        script = ("import sys, time; print('error: ' + sys.argv[1], flush=True); "
+                  + ("time.sleep(60)" if code is None else f"sys.exit({code})"))
+        with open(logs[tuner_id], "w") as log:
+            procs[tuner_id] = subprocess.Popen([sys.executable, "-c", script, f"{tuner_id} broke"],
+                                               stdout=log, stderr=subprocess.STDOUT)
+    return procs, logs
+
+
+@pytest.mark.parametrize("codes, message", [
+    (dict(chief=None, tuner0=0, tuner1=0), None),
+    (dict(chief=0, tuner0=0, tuner1=0), None),  # a chief done first has seen the search through
+    (dict(chief=None, tuner0=0, tuner1=3), "search worker tuner1 failed: tuner1 broke"),
+    (dict(chief=2, tuner0=None, tuner1=None), r"chief exited \(code 2\) .*: chief broke"),
+])
+def test_supervise_waits_for_workers_and_names_the_process_that_failed(tmp_path, codes, message):
+    procs, logs = _processes(tmp_path, **codes)
+    try:
+        if message is None:
+            supervise(procs, logs, poll_s=0.05)
+            assert all(procs[t].returncode == 0 for t in procs if t != "chief")
+        else:
+            with pytest.raises(UserError, match=message) as caught:
+                supervise(procs, logs, poll_s=0.05)
+            assert "full output: " in str(caught.value)
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
+
+
+def test_a_worker_told_to_wait_asks_again_after_a_pause(monkeypatch):
+    statuses = iter([kt.engine.trial.TrialStatus.IDLE, kt.engine.trial.TrialStatus.RUNNING])
+
+    class Oracle:  # stands in for keras-tuner's gRPC oracle client, which needs a chief
+        def create_trial(self, tuner_id):
+            return kt.engine.trial.Trial(kt.HyperParameters(), trial_id="0", status=next(statuses))
+
+    slept = []
+    monkeypatch.setattr(tuning.time, "sleep", slept.append)
+    oracle = Oracle()
+    tuning._wait_when_idle(oracle)
+    assert oracle.create_trial("tuner0").status == kt.engine.trial.TrialStatus.IDLE
+    assert slept == [tuning.IDLE_WAIT_S]
+    assert oracle.create_trial("tuner0").status == kt.engine.trial.TrialStatus.RUNNING
+    assert slept == [tuning.IDLE_WAIT_S]
