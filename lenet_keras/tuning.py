@@ -141,6 +141,11 @@ def search(tuner: kt.Tuner, splits, epochs: int, verbose: int = 2, **fit_kwargs)
         )
     except RuntimeError as exc:  # keras-tuner's "too many consecutive failed trials"
         raise UserError(f"the search stopped: {first_line(exc)}") from None
+    if not is_worker():
+        # keras-tuner's chief saves oracle.json before it drops a finished trial from its ongoing
+        # trials and never saves after the last one, so the file names the last finished trial as
+        # running, and a resumed search would train it again. One save of the final state fixes it.
+        tuner.oracle.save()
 
 
 def trial_rows(tuner: kt.Tuner) -> list:

@@ -119,6 +119,11 @@ def test_train_rejects_a_foreign_hparams_file(hyperband_dir, tmp_path):
     assert not os.path.exists(tmp_path / "tuned")
 
 
+def oracle_state(tune_dir):
+    with open(os.path.join(tune_dir, tuning.PROJECT, "oracle.json")) as f:
+        return json.load(f)
+
+
 def test_distributed_chief_and_two_workers(data_dir, tmp_path):
     import subprocess
     import sys
@@ -152,6 +157,8 @@ def test_distributed_chief_and_two_workers(data_dir, tmp_path):
     # The chief only serves the oracle: the two workers ran the trials.
     assert "worker done" in outputs["tuner0"][0] and "worker done" in outputs["tuner1"][0]
     assert json.load(open(os.path.join(tune_dir, tuning.BEST_FILE)))["values"]
+    # keras-tuner's chief alone would leave the last finished trial in ongoing_trials, to be rerun.
+    assert oracle_state(tune_dir)["ongoing_trials"] == {}
 
 
 def test_parallel_trials_trains_in_workers_and_overwrite_starts_anew(data_dir, tmp_path):
@@ -167,6 +174,14 @@ def test_parallel_trials_trains_in_workers_and_overwrite_starts_anew(data_dir, t
     for worker in ("tuner0", "tuner1"):
         log = open(os.path.join(tune_dir, "logs", f"{worker}.log")).read()
         assert "worker done" in log and f"{threads} TensorFlow thread(s)" in log, log[-2000:]
+    assert oracle_state(tune_dir)["ongoing_trials"] == {}
+    # The same command resumes the finished search: no trial runs again.
+    proc = run_cli("lenet_keras.tune", *common, "--max_trials", "2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(trial_files(tune_dir)) == 2
+    for worker in ("tuner0", "tuner1"):
+        log = open(os.path.join(tune_dir, "logs", f"{worker}.log")).read()
+        assert "worker done" in log and "/step" not in log, log[-2000:]
     # --overwrite clears the search once, before any worker starts: one new trial, not three.
     proc = run_cli("lenet_keras.tune", *common, "--max_trials", "1", "--overwrite")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -176,7 +191,8 @@ def test_parallel_trials_trains_in_workers_and_overwrite_starts_anew(data_dir, t
 def test_parallel_trials_worker_failure_is_one_line(tmp_path):
     proc = run_cli("lenet_keras.tune", "--parallel_trials", "2", "--data_dir", str(tmp_path / "empty"),
                    "--tune_dir", str(tmp_path / "tune"), env={"TFDS_DATA_DIR": str(tmp_path / "empty")})
-    last = assert_one_line_error(proc, "search worker tuner", "cifar100", "full output:")
+    last = assert_one_line_error(proc, "search worker tuner", "failed (exit code", "cifar100",
+                                 "full output:")
     assert "error: dataset" not in last  # the worker's own prefix is not repeated
 
 
@@ -203,17 +219,20 @@ def _processes(tmp_path, **codes):
 
 
 @pytest.mark.parametrize("codes, message", [
-    (dict(chief=None, tuner0=0, tuner1=0), None),
-    (dict(chief=0, tuner0=0, tuner1=0), None),  # a chief done first has seen the search through
-    (dict(chief=None, tuner0=0, tuner1=3), "search worker tuner1 failed: tuner1 broke"),
-    (dict(chief=2, tuner0=None, tuner1=None), r"chief exited \(code 2\) .*: chief broke"),
+    (dict(chief=0, tuner0=0, tuner1=0), None),
+    (dict(chief=None, tuner0=0, tuner1=3), r"search worker tuner1 failed \(exit code 3\): tuner1 broke"),
+    (dict(chief=2, tuner0=None, tuner1=None), r"search chief failed \(exit code 2\): chief broke"),
+    (dict(chief=2, tuner0=3, tuner1=None), "search worker tuner0 failed"),  # workers' errors first
 ])
-def test_supervise_waits_for_workers_and_names_the_process_that_failed(tmp_path, codes, message):
+def test_supervise_waits_for_every_process_and_names_the_one_that_failed(tmp_path, codes, message):
     procs, logs = _processes(tmp_path, **codes)
+    for tuner_id, code in codes.items():
+        if code is not None:
+            procs[tuner_id].wait()  # so which has failed by the first look does not race
     try:
         if message is None:
             supervise(procs, logs, poll_s=0.05)
-            assert all(procs[t].returncode == 0 for t in procs if t != "chief")
+            assert all(proc.returncode == 0 for proc in procs.values())
         else:
             with pytest.raises(UserError, match=message) as caught:
                 supervise(procs, logs, poll_s=0.05)
