@@ -94,7 +94,7 @@ def _wait_when_idle(oracle) -> None:
 
 
 def clear_search(directory: str) -> None:
-    """Deletes the search in ``directory`` (keras-tuner's project and what this module wrote)."""
+    """Deletes the search in ``directory``: keras-tuner's project and the results that describe it."""
     shutil.rmtree(os.path.join(directory, PROJECT), ignore_errors=True)
     for name in (BEST_FILE, SUMMARY_FILE, SEARCH_FILE):
         if os.path.exists(os.path.join(directory, name)):
@@ -107,9 +107,7 @@ def _check_same_search(directory, kind, max_epochs, factor, overwrite) -> None:
         search["factor"] = factor
     path = os.path.join(directory, SEARCH_FILE)
     if overwrite:
-        for name in (BEST_FILE, SUMMARY_FILE):  # they describe the search being replaced
-            if os.path.exists(os.path.join(directory, name)):
-                os.remove(os.path.join(directory, name))
+        clear_search(directory)
     elif os.path.exists(path):
         try:
             with open(path) as f:
