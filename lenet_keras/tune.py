@@ -13,12 +13,6 @@ this machine: a chief and N workers on 127.0.0.1, each worker with cores/N Tenso
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
@@ -78,74 +72,11 @@ def run() -> str:
     return tuning.write_results(tuner, FLAGS.tune_dir, FLAGS.tuner, FLAGS.max_epochs)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def launch(workers: int) -> str:
-    """Runs the search as a chief and ``workers`` worker processes on this machine.
+    from lenet_keras import parallel_search
 
-    The chief serves keras-tuner's oracle and, once every worker is done, writes the results
-    (keras-tuner's chief checks for that every 20 s); this returns the summary it wrote.
-    """
-    from lenet_keras import tuning
-    from lenet_keras.errors import UserError
-
-    if os.environ.get("KERASTUNER_TUNER_ID"):
-        raise UserError("--parallel_trials starts its own chief and workers: unset "
-                        "KERASTUNER_TUNER_ID, or run without --parallel_trials")
-    if FLAGS.overwrite:  # once, here: a worker that overwrote would delete the chief's trials
-        tuning.clear_search(FLAGS.tune_dir)
-    log_dir = os.path.join(FLAGS.tune_dir, "logs")
-    os.makedirs(log_dir, exist_ok=True)
-    command = [sys.executable, "-m", "lenet_keras.tune"] + [
-        f"--{name}={FLAGS[name].value}" for name in SEARCH_FLAGS if FLAGS[name].value is not None]
-    threads = max(1, len(os.sched_getaffinity(0)) // workers)
-    env = dict(os.environ, KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=str(free_port()))
-    procs, logs = {}, {}
-    try:
-        for tuner_id in ["chief"] + [f"tuner{i}" for i in range(workers)]:
-            logs[tuner_id] = os.path.join(log_dir, f"{tuner_id}.log")
-            extra = [] if tuner_id == "chief" else [f"--tf_threads={threads}"]
-            with open(logs[tuner_id], "w") as log:
-                procs[tuner_id] = subprocess.Popen(
-                    command + extra, env=dict(env, KERASTUNER_TUNER_ID=tuner_id),
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        print(f"searching with {workers} workers of {threads} TensorFlow thread(s) each; their "
-              f"output is in {log_dir}/", flush=True)
-        supervise(procs, logs)
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait()
-    with open(os.path.join(FLAGS.tune_dir, tuning.SUMMARY_FILE)) as f:
-        return f.read()
-
-
-def supervise(procs: dict, logs: dict, poll_s: float = 1.0) -> None:
-    """Waits until every process has exited; the first one found failed (workers are looked at
-    first: their errors are the training's) is a UserError naming it, its last error and its log."""
-    from lenet_keras.errors import UserError
-
-    while True:
-        for tuner_id, proc in sorted(procs.items(), key=lambda item: item[0] == "chief"):
-            if proc.poll() not in (None, 0):
-                role = "chief" if tuner_id == "chief" else f"worker {tuner_id}"
-                raise UserError(f"search {role} failed (exit code {proc.returncode}): "
-                                f"{_last_error(logs[tuner_id])} (full output: {logs[tuner_id]})")
-        if all(proc.poll() == 0 for proc in procs.values()):
-            return
-        time.sleep(poll_s)
-
-
-def _last_error(path: str) -> str:
-    with open(path, errors="replace") as f:
-        lines = [line.strip() for line in f if line.strip()]
-    errors = [line.removeprefix("error:").strip() for line in lines if line.startswith("error:")]
-    return (errors or lines or ["no output"])[-1]
+    args = [f"--{name}={FLAGS[name].value}" for name in SEARCH_FLAGS if FLAGS[name].value is not None]
+    return parallel_search.launch(workers, args, FLAGS.tune_dir, FLAGS.overwrite)
 
 
 def _config():

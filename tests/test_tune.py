@@ -12,7 +12,7 @@ from conftest import assert_one_line_error, run_cli
 import experiments
 from lenet_keras import data, hparams, models, tuning
 from lenet_keras.errors import UserError
-from lenet_keras.tune import free_port, supervise
+from lenet_keras.parallel_search import free_port, supervise
 
 CONFIG = experiments.get_config("tuned")
 
