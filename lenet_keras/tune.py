@@ -93,7 +93,8 @@ def main(argv):
         if FLAGS.max_trials is not None and FLAGS.max_trials <= 0:
             raise UserError(f"--max_trials must be a positive integer, got {FLAGS.max_trials}")
         if FLAGS.parallel_trials <= 0 or FLAGS.tf_threads < 0:
-            raise UserError("--parallel_trials must be positive and --tf_threads not negative")
+            raise UserError(f"--parallel_trials must be 1 or more (got {FLAGS.parallel_trials}) and "
+                            f"--tf_threads 0 or more (got {FLAGS.tf_threads})")
         print(launch(FLAGS.parallel_trials) if FLAGS.parallel_trials > 1 else run())
 
 

@@ -196,6 +196,12 @@ def test_parallel_trials_worker_failure_is_one_line(tmp_path):
     assert "error: dataset" not in last  # the worker's own prefix is not repeated
 
 
+def test_parallel_trials_below_one_is_refused_before_anything_starts(tmp_path):
+    proc = run_cli("lenet_keras.tune", "--parallel_trials", "0", "--tune_dir", str(tmp_path / "t"))
+    assert_one_line_error(proc, "--parallel_trials must be 1 or more (got 0)")
+    assert not os.path.exists(tmp_path / "t")
+
+
 def test_parallel_trials_refuses_to_run_inside_a_distributed_search(tmp_path):
     proc = run_cli("lenet_keras.tune", "--parallel_trials", "2", "--tune_dir", str(tmp_path / "t"),
                    env={"KERASTUNER_TUNER_ID": "tuner0"})
