@@ -51,6 +51,7 @@ def run() -> str:
     import keras
     import tensorflow as tf
 
+    import experiments
     from lenet_keras import data, tuning
 
     if FLAGS.tf_threads:
@@ -58,7 +59,7 @@ def run() -> str:
         tf.config.threading.set_inter_op_parallelism_threads(1)
         logging.info("%d TensorFlow thread(s)", FLAGS.tf_threads)
 
-    config = _config()
+    config = experiments.get_config("tuned").replace(seed=FLAGS.seed)
     keras.utils.set_random_seed(config.seed)
     splits = data.load_splits(config, FLAGS.data_dir)
     tuner = tuning.make_tuner(
@@ -77,12 +78,6 @@ def launch(workers: int) -> str:
 
     args = [f"--{name}={FLAGS[name].value}" for name in SEARCH_FLAGS if FLAGS[name].value is not None]
     return parallel_search.launch(workers, args, FLAGS.tune_dir, FLAGS.overwrite)
-
-
-def _config():
-    import experiments
-
-    return experiments.get_config("tuned").replace(seed=FLAGS.seed)
 
 
 def main(argv):
