@@ -41,11 +41,15 @@ def launch(workers: int, search_args: list, tune_dir: str, overwrite: bool = Fal
     command = [sys.executable, "-m", "lenet_keras.tune", *search_args]
     threads = max(1, len(os.sched_getaffinity(0)) // workers)
     env = dict(os.environ, KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=str(free_port()))
+    worker_ids = [f"tuner{i}" for i in range(workers)]
     procs, logs = {}, {}
     try:
-        for tuner_id in ["chief"] + [f"tuner{i}" for i in range(workers)]:
+        for tuner_id in ["chief"] + worker_ids:
             logs[tuner_id] = os.path.join(log_dir, f"{tuner_id}.log")
-            extra = [] if tuner_id == "chief" else [f"--tf_threads={threads}"]
+            if tuner_id == "chief":  # it waits for every worker, even one that starts late
+                extra = [f"--worker_ids={','.join(worker_ids)}"]
+            else:
+                extra = [f"--tf_threads={threads}"]
             with open(logs[tuner_id], "w") as log:
                 procs[tuner_id] = subprocess.Popen(
                     command + extra, env=dict(env, KERASTUNER_TUNER_ID=tuner_id),
@@ -77,7 +81,16 @@ def supervise(procs: dict, logs: dict, poll_s: float = 1.0) -> None:
 
 
 def _last_error(path: str) -> str:
+    """The process's last ``error:`` line; else the exception line of its last traceback (whose
+    message may go on over more lines, as gRPC's do); else its last line."""
     with open(path, errors="replace") as f:
-        lines = [line.strip() for line in f if line.strip()]
+        lines = [line.rstrip() for line in f if line.strip()]
     errors = [line.removeprefix("error:").strip() for line in lines if line.startswith("error:")]
-    return (errors or lines or ["no output"])[-1]
+    if errors:
+        return errors[-1]
+    tracebacks = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call")]
+    if tracebacks:
+        after = [line for line in lines[tracebacks[-1] + 1:] if not line[:1].isspace()]
+        if after:
+            return after[0].strip()
+    return lines[-1].strip() if lines else "no output"

@@ -7,7 +7,8 @@ Writes into --tune_dir keras-tuner's project (lenet5/: oracle.json, trial_*/),
 best_hyperparameters.json (train it with `python -m lenet_keras.train --exp tuned --hparams ...`)
 and trials_summary.md. Without --overwrite a rerun resumes the search and keeps finished trials.
 Distributed: run the same command with KERASTUNER_TUNER_ID=chief|tuner0|tuner1...,
-KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set (see README). --parallel_trials N does that on
+KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set, and the chief given --worker_ids
+(see README). --parallel_trials N does that on
 this machine: a chief and N workers on 127.0.0.1, each worker with cores/N TensorFlow threads.
 """
 
@@ -40,6 +41,13 @@ flags.DEFINE_integer(
     "<tune_dir>/logs/). On 2 cores, 2 single-threaded workers train 1.30x the images/s of one "
     "two-threaded process (README: Parallel trials).",
 )
+flags.DEFINE_list(
+    "worker_ids", [],
+    "Chief of a distributed search only: its workers' KERASTUNER_TUNER_IDs (tuner0,tuner1,...). The "
+    "chief then waits until each of them has been told the search is over; without it keras-tuner's "
+    "chief exits once the workers it has heard from are done, and a worker that starts later (e.g. "
+    "on a finished search) finds no chief. --parallel_trials passes it.",
+)
 flags.DEFINE_integer("tf_threads", 0, "TensorFlow intra-op threads of this process (0: TF's "
                      "default, one per core); --parallel_trials sets it for its workers.")
 
@@ -65,7 +73,7 @@ def run() -> str:
     tuner = tuning.make_tuner(
         FLAGS.tuner, config, splits.num_classes, FLAGS.tune_dir,
         max_trials=FLAGS.max_trials, max_epochs=FLAGS.max_epochs, factor=FLAGS.factor,
-        seed=FLAGS.seed, overwrite=FLAGS.overwrite,
+        seed=FLAGS.seed, overwrite=FLAGS.overwrite, worker_ids=FLAGS.worker_ids,
     )
     tuning.search(tuner, splits, epochs=FLAGS.max_epochs)
     if tuning.is_worker():
@@ -90,6 +98,8 @@ def main(argv):
         if FLAGS.parallel_trials <= 0 or FLAGS.tf_threads < 0:
             raise UserError(f"--parallel_trials must be 1 or more (got {FLAGS.parallel_trials}) and "
                             f"--tf_threads 0 or more (got {FLAGS.tf_threads})")
+        if FLAGS.parallel_trials > 1 and FLAGS.worker_ids:
+            raise UserError("--parallel_trials names its own workers: leave out --worker_ids")
         print(launch(FLAGS.parallel_trials) if FLAGS.parallel_trials > 1 else run())
 
 

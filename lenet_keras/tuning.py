@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 import keras_tuner as kt
 
@@ -39,8 +39,12 @@ def make_tuner(
     factor: int = 3,
     seed: int = 42,
     overwrite: bool = False,
+    worker_ids: Sequence[str] = (),
 ) -> kt.Tuner:
-    """A keras-tuner tuner whose project lives in ``<directory>/lenet5``; resumes unless overwrite."""
+    """A keras-tuner tuner whose project lives in ``<directory>/lenet5``; resumes unless overwrite.
+
+    ``worker_ids``, on a distributed chief only: the workers it must wait for (see ``tune --worker_ids``).
+    """
     if kind not in TUNERS:
         raise UserError(f"unknown tuner {kind!r}: choose one of {', '.join(TUNERS)}")
     if max_trials is not None and max_trials <= 0:
@@ -49,6 +53,9 @@ def make_tuner(
         raise UserError(f"max_epochs must be a positive integer, got {max_epochs}")
     if factor < 2:
         raise UserError(f"factor must be an integer >= 2, got {factor}")
+    if worker_ids and not is_chief():
+        raise UserError("worker_ids is for the chief of a distributed search: set "
+                        "KERASTUNER_TUNER_ID=chief (and KERASTUNER_ORACLE_IP/PORT), or leave it out")
     _check_same_search(directory, kind, max_epochs, factor, overwrite)
 
     def build(hp):
@@ -75,6 +82,11 @@ def make_tuner(
         tuner = tuner_class(build, max_trials=max_trials or DEFAULT_MAX_TRIALS, **common)
     if is_worker():
         _wait_when_idle(tuner.oracle)
+    # keras-tuner's chief exits once no worker it has heard from is left, so one that has not
+    # asked for a trial yet would find no chief. Known workers count from the start instead; the
+    # oracle takes each off when it tells it the search is over. The set is not saved in oracle.json.
+    if worker_ids:
+        tuner.oracle.tuner_ids.update(worker_ids)
     return tuner
 
 
@@ -129,6 +141,13 @@ def is_worker() -> bool:
     from keras_tuner.src.distribute import utils
 
     return utils.has_chief_oracle() and not utils.is_chief_oracle()
+
+
+def is_chief() -> bool:
+    """The chief of a distributed search (KERASTUNER_TUNER_ID=chief): it serves the oracle."""
+    from keras_tuner.src.distribute import utils
+
+    return utils.has_chief_oracle() and utils.is_chief_oracle()
 
 
 def search(tuner: kt.Tuner, splits, epochs: int, verbose: int = 2, **fit_kwargs) -> None:

@@ -127,6 +127,7 @@ def oracle_state(tune_dir):
 def test_distributed_chief_and_two_workers(data_dir, tmp_path):
     import subprocess
     import sys
+    import time
 
     from conftest import REPO
 
@@ -159,6 +160,41 @@ def test_distributed_chief_and_two_workers(data_dir, tmp_path):
     assert json.load(open(os.path.join(tune_dir, tuning.BEST_FILE)))["values"]
     # keras-tuner's chief alone would leave the last finished trial in ongoing_trials, to be rerun.
     assert oracle_state(tune_dir)["ongoing_trials"] == {}
+
+    # Resuming the finished search with one worker late: told its workers, the chief waits for the
+    # late one (keras-tuner's chief alone exits within a second of tuner0's "search over", and the
+    # late worker then finds no chief).
+    def start(tuner_id, *extra):
+        return subprocess.Popen(args + list(extra), env=dict(base_env, KERASTUNER_TUNER_ID=tuner_id),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+    procs = {"chief": start("chief", "--worker_ids=tuner0,tuner1"), "tuner0": start("tuner0")}
+    outputs = {}
+    try:
+        outputs["tuner0"] = procs["tuner0"].communicate(timeout=120)
+        time.sleep(3)
+        assert procs["chief"].poll() is None, procs["chief"].communicate()[1][-2000:]
+        procs["tuner1"] = start("tuner1")
+        for tuner_id, proc in procs.items():
+            outputs[tuner_id] = outputs.get(tuner_id) or proc.communicate(timeout=120)
+    finally:
+        for proc in procs.values():
+            proc.kill()
+    for tuner_id, proc in procs.items():
+        assert proc.returncode == 0, (tuner_id, outputs[tuner_id][1][-2000:])
+        assert "/step" not in outputs[tuner_id][0] + outputs[tuner_id][1]  # nothing trained again
+    assert "worker done" in outputs["tuner1"][0]
+    assert oracle_state(tune_dir)["ongoing_trials"] == {}
+
+
+def test_worker_ids_are_only_for_a_distributed_chief(splits, tmp_path):
+    with pytest.raises(UserError, match="KERASTUNER_TUNER_ID=chief"):
+        tuning.make_tuner("random", CONFIG, splits.num_classes, str(tmp_path), max_trials=1,
+                          worker_ids=["tuner0"])
+    proc = run_cli("lenet_keras.tune", "--parallel_trials", "2", "--worker_ids", "tuner0",
+                   "--tune_dir", str(tmp_path / "t"))
+    assert_one_line_error(proc, "leave out --worker_ids")
+    assert not os.path.exists(tmp_path / "t")
 
 
 def test_parallel_trials_trains_in_workers_and_overwrite_starts_anew(data_dir, tmp_path):
@@ -247,6 +283,25 @@ def test_supervise_waits_for_every_process_and_names_the_one_that_failed(tmp_pat
         for proc in procs.values():
             proc.kill()
             proc.wait()
+
+
+def test_the_last_error_of_a_traceback_is_its_exception_line(tmp_path):
+    import subprocess
+    import sys
+
+    from lenet_keras.parallel_search import _last_error
+
+    log = tmp_path / "tuner0.log"
+    with open(log, "w") as f:  # a gRPC error's message runs over lines and ends in a lone ">"
+        subprocess.run([sys.executable, "-c", "print('I0000 some log'); raise RuntimeError("
+                        "'<_InactiveRpcError of RPC that terminated with:\\n\\tstatus = UNAVAILABLE\\n>')"],
+                       stdout=f, stderr=subprocess.STDOUT)
+    assert log.read_text().rstrip().endswith(">")
+    assert _last_error(str(log)) == "RuntimeError: <_InactiveRpcError of RPC that terminated with:"
+    log.write_text("I0000 some log\nerror: dataset missing\nTraceback (most recent call last):\n")
+    assert _last_error(str(log)) == "dataset missing"
+    log.write_text("")
+    assert _last_error(str(log)) == "no output"
 
 
 def test_a_worker_told_to_wait_asks_again_after_a_pause(monkeypatch):
