@@ -136,12 +136,14 @@ def test_distributed_chief_and_two_workers(data_dir, tmp_path):
             "--max_epochs", "1", "--data_dir", data_dir, "--tune_dir", tune_dir]
     base_env = dict(os.environ, PYTHONPATH=REPO, KERASTUNER_ORACLE_IP="127.0.0.1",
                     KERASTUNER_ORACLE_PORT=str(free_port()))
-    procs = {
-        tuner_id: subprocess.Popen(args, env=dict(base_env, KERASTUNER_TUNER_ID=tuner_id),
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   cwd=REPO)
-        for tuner_id in ("chief", "tuner0", "tuner1")
-    }
+
+    def start(tuner_id, *extra):
+        return subprocess.Popen(args + list(extra), env=dict(base_env, KERASTUNER_TUNER_ID=tuner_id),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+    # As the README runs them: the chief is told its workers.
+    procs = {"chief": start("chief", "--worker_ids=tuner0,tuner1"),
+             "tuner0": start("tuner0"), "tuner1": start("tuner1")}
     outputs = {}
     try:
         for tuner_id, proc in procs.items():
@@ -164,10 +166,6 @@ def test_distributed_chief_and_two_workers(data_dir, tmp_path):
     # Resuming the finished search with one worker late: told its workers, the chief waits for the
     # late one (keras-tuner's chief alone exits within a second of tuner0's "search over", and the
     # late worker then finds no chief).
-    def start(tuner_id, *extra):
-        return subprocess.Popen(args + list(extra), env=dict(base_env, KERASTUNER_TUNER_ID=tuner_id),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-
     procs = {"chief": start("chief", "--worker_ids=tuner0,tuner1"), "tuner0": start("tuner0")}
     outputs = {}
     try:
@@ -176,7 +174,8 @@ def test_distributed_chief_and_two_workers(data_dir, tmp_path):
         assert procs["chief"].poll() is None, procs["chief"].communicate()[1][-2000:]
         procs["tuner1"] = start("tuner1")
         for tuner_id, proc in procs.items():
-            outputs[tuner_id] = outputs.get(tuner_id) or proc.communicate(timeout=120)
+            if tuner_id not in outputs:
+                outputs[tuner_id] = proc.communicate(timeout=120)
     finally:
         for proc in procs.values():
             proc.kill()
