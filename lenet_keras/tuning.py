@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import time
 from typing import Optional, Sequence
 
@@ -131,9 +132,14 @@ def _check_same_search(directory, kind, max_epochs, factor, overwrite) -> None:
                 f"{directory} holds a search with {previous}, not {search}: rerun with those "
                 "settings to resume it, or pass --overwrite (or another --tune_dir) to start anew"
             )
+        return
+    # Chief and workers of a distributed search all get here at once: write to a file of this
+    # process's own and rename it, so none ever reads a half-written search.json.
     os.makedirs(directory, exist_ok=True)
-    with open(path, "w") as f:
+    tmp = f"{path}.{socket.gethostname()}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
         json.dump(search, f)
+    os.replace(tmp, path)
 
 
 def is_worker() -> bool:

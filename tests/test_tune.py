@@ -90,6 +90,25 @@ def test_resume_keeps_finished_trials_and_runs_only_new_ones(hyperband_dir, tmp_
         tuning.make_tuner("random", CONFIG, splits.num_classes, tune_dir, max_epochs=3)
 
 
+def test_search_json_is_written_once_and_never_half_written(splits, tmp_path, monkeypatch):
+    # A distributed chief and its workers all check search.json at once: a process that truncated
+    # it to rewrite it would make another read an unreadable file and refuse the search.
+    dump = json.dump
+    written = []
+
+    def watched_dump(obj, f, *args, **kwargs):
+        written.append(f.name)
+        assert not os.path.exists(tmp_path / tuning.SEARCH_FILE)  # only a finished file appears
+        dump(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(tuning.json, "dump", watched_dump)
+    for _ in range(2):
+        tuning.make_tuner("random", CONFIG, splits.num_classes, str(tmp_path), max_trials=1)
+    assert len(written) == 1 and written[0] != str(tmp_path / tuning.SEARCH_FILE)  # resumed: read only
+    assert json.load(open(tmp_path / tuning.SEARCH_FILE)) == {"tuner": "random", "max_epochs": 20}
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+
+
 def architecture(model):
     return [
         (type(layer).__name__, layer.name, tuple(layer.output.shape), layer.count_params(),
