@@ -7,9 +7,9 @@ Writes into --tune_dir keras-tuner's project (lenet5/: oracle.json, trial_*/),
 best_hyperparameters.json (train it with `python -m lenet_keras.train --exp tuned --hparams ...`)
 and trials_summary.md. Without --overwrite a rerun resumes the search and keeps finished trials.
 Distributed: run the same command with KERASTUNER_TUNER_ID=chief|tuner0|tuner1...,
-KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set, and the chief given --worker_ids
-(see README). --parallel_trials N does that on
-this machine: a chief and N workers on 127.0.0.1, each worker with cores/N TensorFlow threads.
+KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set, and the chief given --worker_ids (see README).
+--parallel_trials N does that on this machine: a chief and N workers on 127.0.0.1, each worker with
+cores/N TensorFlow threads.
 """
 
 from __future__ import annotations
