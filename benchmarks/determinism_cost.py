@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=2000, help="synthetic training images")
     args = parser.parse_args()
     sys.path.insert(0, REPO)
-    from lenet_keras import synthetic_data
+    from lenet_keras.data import synthetic as synthetic_data
 
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = os.path.join(tmp, "tfds")

@@ -21,7 +21,7 @@ def prepare_data(data_dir: str) -> None:
     """Writes full-sized synthetic CIFAR-100 and STL-10 into data_dir unless they are there."""
     import tensorflow_datasets as tfds
 
-    from lenet_keras import synthetic_data
+    from lenet_keras.data import synthetic as synthetic_data
     from lenet_keras.errors import UserError
 
     for name, (train, test) in FULL_SIZES.items():
@@ -81,7 +81,8 @@ def keras_runner(name: str, data_dir: str, train_images: int = 0, steps_per_exec
     """
     import keras
 
-    from lenet_keras import data, models, training
+    from lenet_keras import data, models
+    from lenet_keras.training import run as training
 
     config = _config(name, data_dir, train_images).replace(  # None keeps the config's value
         steps_per_execution=steps_per_execution, jit_compile=jit_compile)
@@ -170,9 +171,10 @@ def pipeline_rates(name: str, data_dir: str, train_images: int = 0):
     import tensorflow as tf
 
     from lenet_keras import data
+    from lenet_keras.data import tfds_source
 
     config = _config(name, data_dir, train_images)
-    data.forget_decoded()  # the first pass must decode, whatever ran before in this process
+    tfds_source.forget_decoded()  # the first pass must decode, whatever ran before in this process
     splits = data.load_splits(config, data_dir)
     steps = tf.constant(math.ceil(splits.train_examples / config.batch_size))
 

@@ -1,4 +1,4 @@
-"""results.json -> BENCHMARKS.md, with the hand-kept attempts log and the GPU rows embedded."""
+"""results.json -> BENCHMARKS.md, with the hand-kept measurements, attempts log and GPU rows embedded."""
 
 from __future__ import annotations
 
@@ -138,8 +138,9 @@ def render(r: dict) -> str:
     for section in (training_section(r), bound_section(r), pipeline_section(r), study_section(r),
                     gpu_section()):
         body += section + [""]
-    attempts = os.path.join(HERE, "ATTEMPTS.md")
-    if os.path.exists(attempts):
-        with open(attempts) as fh:
-            body.append(fh.read())
+    for hand_kept in ("MEASUREMENTS.md", "ATTEMPTS.md"):
+        path = os.path.join(HERE, hand_kept)
+        if os.path.exists(path):
+            with open(path) as fh:
+                body.append(fh.read())
     return "\n".join(head + body)

@@ -22,12 +22,13 @@ import tensorflow as tf
 
 def default_saved_model(folder: str) -> str:
     import experiments
-    from lenet_keras import export, models
+    from lenet_keras import models
+    from lenet_keras.serving import export
 
     config = experiments.get_config("tuned")
     model = models.build_from_config(config, num_classes=100)
     names = [f"class_{i}" for i in range(100)]
-    return export.export_model(model, names, config.image_size, folder, "lenet_tuned")
+    return export.export_model(model, names, folder, "lenet_tuned")
 
 
 def one_run(signature, singles: int, batches: int, batch_size: int, rng) -> dict:

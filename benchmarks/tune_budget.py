@@ -30,7 +30,7 @@ import lenet_keras  # noqa: E402,F401  (before TensorFlow: it sets TF's oneDNN s
 def hyperband_budget(max_epochs: int, factor: int, max_trials=None):
     import keras_tuner as kt
 
-    from lenet_keras import hparams
+    from lenet_keras.search import space as hparams
 
     oracle = kt.oracles.HyperbandOracle(
         objective=kt.Objective("val_accuracy", "max"), max_epochs=max_epochs, factor=factor,

@@ -50,7 +50,7 @@ class ExperimentConfig:
     # Transfer: start from another experiment's trained model and train only a new head.
     source_experiment: Optional[str] = None
     freeze: str = "none"
-    # A folder of <class>/<image> files instead of the TFDS ``dataset`` (lenet_keras.image_folder).
+    # A folder of <class>/<image> files instead of the TFDS ``dataset`` (lenet_keras.data.image_folder).
     # Unless it has train/ val/ test/ sub-folders, these shares of each class become val and test.
     image_dir: Optional[str] = None
     val_fraction: float = 0.1

@@ -1,13 +1,14 @@
-"""The one LeNet-5 builder every variant, the tuner and transfer go through."""
+"""The one LeNet-5 builder every variant, the tuner and transfer go through, and the one loader."""
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import keras
 
-from lenet_keras import hparams as hparams_lib
-from lenet_keras.errors import UserError
+from lenet_keras.config import FREEZE_POLICIES
+from lenet_keras.errors import UserError, first_line
 
 INPUT_SHAPE = (32, 32, 3)
 HEAD_NAME = "classifier"
@@ -56,19 +57,6 @@ def build_from_config(config, num_classes: int) -> keras.Model:
     )
 
 
-def build_from_hparams(hp, num_classes: int, base_config) -> keras.Model:
-    """The compiled model keras-tuner's ``hp`` (or a TFX/best_hyperparameters dict) describes.
-
-    Called with a ``keras_tuner.HyperParameters`` it also declares the search space, so this is
-    the hypermodel the tuner runs; every value goes through ``hparams.apply`` to the same config
-    fields and ``build_from_config`` that training uses.
-    """
-    if hasattr(hp, "Choice"):
-        hparams_lib.define_search_space(hp)
-    config = hparams_lib.apply(base_config, hp)
-    return compile_from_config(build_from_config(config, num_classes), config)
-
-
 def compile_from_config(model: keras.Model, config) -> keras.Model:
     """``compile_classifier`` with the config's learning rate and speed settings."""
     return compile_classifier(
@@ -93,36 +81,50 @@ def compile_classifier(
     return model
 
 
-def load_source_model(path: str, image_size: int = 32) -> keras.Model:
-    """Loads a trained classifier to transfer from, or raises UserError saying why it can't be used."""
+def load_classifier(path: str) -> keras.Model:
+    """A trained image classifier from a ``.keras`` file, or UserError saying why it can't be one.
+
+    A classifier here takes one batch of square RGB images, shape (None, size, size, 3), and gives
+    one probability vector per image.
+    """
+    if not os.path.isfile(path):
+        raise UserError(f"no trained model at {path}: train it first "
+                        "(python -m lenet_keras.train --exp ...) or pass another path")
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for a file that is not a model
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path} is not a loadable Keras model ({reason[:200]})") from None
-    if not isinstance(model, keras.Model) or len(model.inputs) != 1:
-        raise UserError(f"{path} is not a single-input Keras model")
-    want = (None, image_size, image_size, 3)
-    got = tuple(model.inputs[0].shape)
-    if got != want:
-        raise UserError(
-            f"{path} takes inputs of shape {got}, but transfer needs {want}: "
-            "pass a model trained by `--exp tuned` (or any 32x32x3 image classifier)"
-        )
-    if not isinstance(model.layers[-1], keras.layers.Dense):
-        raise UserError(f"{path} does not end in a Dense classifier layer, so it has no head to swap")
+        raise UserError(f"{path} is not a loadable Keras model ({first_line(exc)})") from None
+    if not isinstance(model, keras.Model) or len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise UserError(f"{path} is not a single-input, single-output Keras model")
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[3] != 3 or shape[1] is None or shape[1] != shape[2]:
+        raise UserError(f"{path} takes inputs of shape {shape}; a classifier of square RGB "
+                        "images, shape (None, size, size, 3), is needed")
     return model
 
 
-def build_transfer_model(source: keras.Model, num_classes: int) -> keras.Model:
-    """Source model's features with a new ``num_classes``-way Dense; every other layer is frozen.
+def image_size_of(model: keras.Model) -> int:
+    return int(model.inputs[0].shape[1])
 
-    Freezing sets ``trainable = False`` on each layer, which also makes BatchNormalization run in
-    inference mode (Keras 3 semantics), so its moving statistics stay those learned on the source.
+
+def build_transfer_model(
+    source: keras.Model, num_classes: int, freeze: str = "all_but_head"
+) -> keras.Model:
+    """Source model's features with a new ``num_classes``-way Dense head.
+
+    ``freeze="all_but_head"`` sets ``trainable = False`` on every source layer, which also makes
+    BatchNormalization run in inference mode (Keras 3 semantics), so its moving statistics stay
+    those learned on the source; only the new head trains. ``freeze="none"`` fine-tunes every
+    layer, starting from the source's weights.
     """
+    if freeze not in FREEZE_POLICIES:
+        raise UserError(f"freeze must be one of {FREEZE_POLICIES}, got {freeze!r}")
+    if not isinstance(source.layers[-1], keras.layers.Dense):
+        raise UserError(f"model {source.name!r} does not end in a Dense classifier layer, so it "
+                        "has no head to swap")
     features = source.layers[-2].output
     for layer in source.layers:
-        layer.trainable = False
+        layer.trainable = freeze == "none"
     outputs = keras.layers.Dense(num_classes, activation="softmax", name=f"{HEAD_NAME}_transfer")(
         features
     )

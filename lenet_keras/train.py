@@ -6,11 +6,14 @@ Each run writes <model_dir>/<exp>/: model.keras (best validation accuracy), metr
 config.json, predictions.npz (test-split predictions) and TensorBoard logs in logs/.
 A killed run carries on from its last finished epoch when the same command runs again
 (--fresh starts it over); a second run on the same <model_dir>/<exp> at once is refused.
+See docs/training.md.
 """
 
 from __future__ import annotations
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from lenet_keras import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("exp", "all", "Experiment: vanilla, tuned, transfer, or all (the three in order).")
@@ -57,7 +60,9 @@ flags.DEFINE_string(
 )
 
 
-def check_overrides() -> None:
+def resolve_configs(exp: str):
+    """The configs `--exp` names, with flag overrides applied, in the order they must run."""
+    import experiments
     from lenet_keras.errors import UserError
 
     for name in ("epochs", "batch_size"):
@@ -66,26 +71,18 @@ def check_overrides() -> None:
             raise UserError(f"--{name} must be a positive integer, got {value}")
     if FLAGS.learning_rate is not None and not FLAGS.learning_rate > 0:
         raise UserError(f"--learning_rate must be positive, got {FLAGS.learning_rate}")
-
-
-def resolve_configs(exp: str):
-    """The configs `--exp` names, with flag overrides applied, in the order they must run."""
-    import experiments
-
     names = experiments.STUDY_ORDER if exp == "all" else (exp,)
-    overrides = dict(
-        epochs=FLAGS.epochs,
-        batch_size=FLAGS.batch_size,
-        learning_rate=FLAGS.learning_rate,
-        seed=FLAGS.seed,
-    )
     configs = [experiments.get_config(name) for name in names]
     if FLAGS.hparams:
-        from lenet_keras import hparams
+        from lenet_keras.search import space
 
-        configs = hparams.apply_file(configs, FLAGS.hparams)
-    configs = [config.replace(**overrides) for config in configs]
-    from lenet_keras import targets
+        configs = space.apply_file(configs, FLAGS.hparams)
+    configs = [
+        config.replace(epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
+                       learning_rate=FLAGS.learning_rate, seed=FLAGS.seed)
+        for config in configs
+    ]
+    from lenet_keras.data import targets
 
     return targets.retarget(
         configs, dataset=FLAGS.target_dataset, directory=FLAGS.target_dir,
@@ -93,31 +90,21 @@ def resolve_configs(exp: str):
     )
 
 
-def comparison_table(results) -> str:
-    header = "| experiment | dataset | epochs | params | best val acc (epoch) | test acc | test top-5 |"
-    rows = [header, "|" + "---|" * 7]
-    for m in results:
-        rows.append(
-            f"| {m['experiment']} | {m['dataset']} | {m['epochs_run']} | {m['params']:,} | "
-            f"{m['best_val_accuracy']:.4f} ({m['best_epoch']}) | {m['test_accuracy']:.4f} | "
-            f"{m['test_top5_accuracy']:.4f} |"
-        )
-    return "\n".join(rows)
-
-
-def run(exp: str) -> list:
-    check_overrides()
+def main() -> None:
     strategy = None
     if FLAGS.strategy != "default":
         # Before resolve_configs, which may prepare a --target_dataset: MultiWorkerMirroredStrategy
         # must exist before TensorFlow runs anything else.
-        from lenet_keras import distribute
+        from lenet_keras.training import distribute
 
         strategy = distribute.resolve_strategy(FLAGS.strategy)
-    configs = resolve_configs(exp)
+    configs = resolve_configs(FLAGS.exp)
     # TensorFlow loads only now, so a mistyped flag is answered in about a second.
-    from lenet_keras import distribute, resume
-    from lenet_keras.training import experiment_dir, run_experiment
+    from lenet_keras.reporting.runs import Run
+    from lenet_keras.reporting.tables import comparison_table
+    from lenet_keras.training import distribute, resume
+    from lenet_keras.training.artifacts import experiment_dir, finished_metrics
+    from lenet_keras.training.run import run_experiment
 
     if strategy is None:
         strategy = distribute.resolve_strategy(FLAGS.strategy)
@@ -131,34 +118,26 @@ def run(exp: str) -> list:
         tf.config.experimental.enable_op_determinism()
     # Rerunning an interrupted study continues it instead of retraining what it had finished.
     kept = 0 if FLAGS.fresh else resume.study_resume_point(FLAGS.model_dir, configs)
-    results = []
+    runs = []
     for i, config in enumerate(configs):
         source = FLAGS.source_model if config.source_experiment else None
         if i < kept:
             logging.info("%s: finished earlier in this study with the same settings, kept", config.name)
-            metrics = resume.finished_metrics(experiment_dir(FLAGS.model_dir, config.name), config)
+            metrics = finished_metrics(experiment_dir(FLAGS.model_dir, config.name), config)
         else:
             metrics = run_experiment(config, FLAGS.data_dir, FLAGS.model_dir, source_model=source,
-                                     strategy=strategy, fresh=FLAGS.fresh)
+                                     strategy=strategy, fresh=FLAGS.fresh,
+                                     verbose=cli.keras_verbosity())
         logging.info("%s: test accuracy %.4f (top-5 %.4f), best val %.4f at epoch %d",
                      config.name, metrics["test_accuracy"], metrics["test_top5_accuracy"],
                      metrics["best_val_accuracy"], metrics["best_epoch"])
-        results.append(metrics)
-    print(comparison_table(results))
-    if exp == "all" and distribute.is_chief(strategy):  # other workers write nothing
-        from lenet_keras.report import write_report
+        runs.append(Run(config.name, metrics=metrics))
+    print(comparison_table(runs))
+    if FLAGS.exp == "all" and distribute.is_chief(strategy):  # other workers write nothing
+        from lenet_keras.reporting.document import write_report
 
         print(f"report: {write_report(FLAGS.model_dir)}")
-    return results
-
-
-def main(argv):
-    from lenet_keras.errors import one_line_errors, reject_positional
-
-    reject_positional(argv)
-    with one_line_errors("earlier results in --model_dir are untouched; rerun to resume"):
-        run(FLAGS.exp)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, on_interrupt="earlier results in --model_dir are untouched; rerun to resume")

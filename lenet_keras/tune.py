@@ -7,14 +7,16 @@ Writes into --tune_dir keras-tuner's project (lenet5/: oracle.json, trial_*/),
 best_hyperparameters.json (train it with `python -m lenet_keras.train --exp tuned --hparams ...`)
 and trials_summary.md. Without --overwrite a rerun resumes the search and keeps finished trials.
 Distributed: run the same command with KERASTUNER_TUNER_ID=chief|tuner0|tuner1...,
-KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set, and the chief given --worker_ids (see README).
+KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set, and the chief given --worker_ids (see docs/search.md).
 --parallel_trials N does that on this machine: a chief and N workers on 127.0.0.1, each worker with
 cores/N TensorFlow threads.
 """
 
 from __future__ import annotations
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from lenet_keras import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).")
@@ -39,7 +41,7 @@ flags.DEFINE_integer(
     "Train this many trials at once on this machine, each in a worker process with cores/N "
     "TensorFlow threads, through keras-tuner's chief/worker mode on 127.0.0.1 (workers' output: "
     "<tune_dir>/logs/). On 2 cores, 2 single-threaded workers train 1.30x the images/s of one "
-    "two-threaded process (README: Parallel trials).",
+    "two-threaded process (docs/search.md).",
 )
 flags.DEFINE_list(
     "worker_ids", [],
@@ -60,7 +62,8 @@ def run() -> str:
     import tensorflow as tf
 
     import experiments
-    from lenet_keras import data, tuning
+    from lenet_keras import data
+    from lenet_keras.search import tuner as tuning
 
     if FLAGS.tf_threads:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.tf_threads)
@@ -75,33 +78,31 @@ def run() -> str:
         max_trials=FLAGS.max_trials, max_epochs=FLAGS.max_epochs, factor=FLAGS.factor,
         seed=FLAGS.seed, overwrite=FLAGS.overwrite, worker_ids=FLAGS.worker_ids,
     )
-    tuning.search(tuner, splits, epochs=FLAGS.max_epochs)
+    tuning.search(tuner, splits, epochs=FLAGS.max_epochs, verbose=cli.keras_verbosity())
     if tuning.is_worker():
         return "worker done: the chief writes the results"
     return tuning.write_results(tuner, FLAGS.tune_dir, FLAGS.tuner, FLAGS.max_epochs)
 
 
 def launch(workers: int) -> str:
-    from lenet_keras import parallel_search
+    from lenet_keras.search import parallel
 
     args = [f"--{name}={FLAGS[name].value}" for name in SEARCH_FLAGS if FLAGS[name].value is not None]
-    return parallel_search.launch(workers, args, FLAGS.tune_dir, FLAGS.overwrite)
+    return parallel.launch(workers, args, FLAGS.tune_dir, FLAGS.overwrite)
 
 
-def main(argv):
-    from lenet_keras.errors import UserError, one_line_errors, reject_positional
+def main() -> None:
+    from lenet_keras.errors import UserError
 
-    reject_positional(argv)
-    with one_line_errors(f"rerun the same command to resume the search in {FLAGS.tune_dir}"):
-        if FLAGS.max_trials is not None and FLAGS.max_trials <= 0:
-            raise UserError(f"--max_trials must be a positive integer, got {FLAGS.max_trials}")
-        if FLAGS.parallel_trials <= 0 or FLAGS.tf_threads < 0:
-            raise UserError(f"--parallel_trials must be 1 or more (got {FLAGS.parallel_trials}) and "
-                            f"--tf_threads 0 or more (got {FLAGS.tf_threads})")
-        if FLAGS.parallel_trials > 1 and FLAGS.worker_ids:
-            raise UserError("--parallel_trials names its own workers: leave out --worker_ids")
-        print(launch(FLAGS.parallel_trials) if FLAGS.parallel_trials > 1 else run())
+    if FLAGS.max_trials is not None and FLAGS.max_trials <= 0:
+        raise UserError(f"--max_trials must be a positive integer, got {FLAGS.max_trials}")
+    if FLAGS.parallel_trials <= 0 or FLAGS.tf_threads < 0:
+        raise UserError(f"--parallel_trials must be 1 or more (got {FLAGS.parallel_trials}) and "
+                        f"--tf_threads 0 or more (got {FLAGS.tf_threads})")
+    if FLAGS.parallel_trials > 1 and FLAGS.worker_ids:
+        raise UserError("--parallel_trials names its own workers: leave out --worker_ids")
+    print(launch(FLAGS.parallel_trials) if FLAGS.parallel_trials > 1 else run())
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, on_interrupt="rerun the same command to resume the search in --tune_dir")

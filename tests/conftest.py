@@ -1,4 +1,8 @@
-"""Shared fixtures: small synthetic CIFAR-100 / STL-10 prepared in the real TFDS format, and a CLI runner."""
+"""Shared fixtures: small synthetic CIFAR-100 / STL-10 prepared in the real TFDS format, and a CLI runner.
+
+Tests that start processes (the CLIs, distributed runs, searches) are marked ``slow``:
+``pytest -m "not slow"`` runs the rest in under two minutes; the README's command runs all.
+"""
 
 from __future__ import annotations
 
@@ -42,19 +46,40 @@ def assert_one_line_error(proc, *needles: str) -> str:
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> str:
     """A TFDS data_dir holding prepared synthetic cifar100 and stl10, read by the real tfds loaders."""
-    from lenet_keras import synthetic_data
+    from lenet_keras.data import synthetic
 
     path = str(tmp_path_factory.mktemp("tfds"))
-    synthetic_data.prepare("cifar100", path, train=TRAIN_EXAMPLES, test=TEST_EXAMPLES)
-    synthetic_data.prepare("stl10", path, train=TRAIN_EXAMPLES, test=TEST_EXAMPLES)
+    synthetic.prepare("cifar100", path, train=TRAIN_EXAMPLES, test=TEST_EXAMPLES)
+    synthetic.prepare("stl10", path, train=TRAIN_EXAMPLES, test=TEST_EXAMPLES)
     return path
 
 
 @pytest.fixture(scope="session")
-def study_dir(tmp_path_factory, data_dir) -> str:
-    """A model_dir where `train --exp all --epochs 1` has run once; read-only for tests that use it."""
+def trained_dir(tmp_path_factory, data_dir) -> str:
+    """A model_dir where the study's three experiments have run for 1 epoch, in this process (fast
+    tests read it; the `train --exp all` CLI itself is tested by ``study``); read-only."""
+    import experiments
+    from lenet_keras.training.run import run_experiment
+
+    model_dir = str(tmp_path_factory.mktemp("trained"))
+    for name in experiments.STUDY_ORDER:
+        run_experiment(experiments.get_config(name).replace(epochs=1), data_dir, model_dir,
+                       verbose=0)
+    return model_dir
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory, data_dir) -> subprocess.CompletedProcess:
+    """`train --exp all --epochs 1` run once as a user runs it; its model_dir is ``study.model_dir``."""
     model_dir = str(tmp_path_factory.mktemp("study"))
     proc = run_cli("lenet_keras.train", "--exp", "all", "--epochs", "1",
                    "--data_dir", data_dir, "--model_dir", model_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return model_dir
+    proc.model_dir = model_dir
+    return proc
+
+
+@pytest.fixture(scope="session")
+def study_dir(study) -> str:
+    """The model_dir of ``study``; read-only for tests that use it."""
+    return study.model_dir

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 import experiments
 from lenet_keras import data
+from lenet_keras.data import tfds_source
 from lenet_keras.errors import UserError
 from tests.conftest import TEST_EXAMPLES, TRAIN_EXAMPLES
 
@@ -106,10 +107,11 @@ def test_unknown_dataset_and_bad_split_are_user_errors(data_dir):
 
 
 def test_coarse_labels_are_read_once_per_process(data_dir, monkeypatch):
-    data.forget_decoded()
+    tfds_source.forget_decoded()
     reads = []
-    read = data._read_coarse_labels
-    monkeypatch.setattr(data, "_read_coarse_labels", lambda *args: reads.append(1) or read(*args))
+    read = tfds_source._read_coarse_labels
+    monkeypatch.setattr(tfds_source, "_read_coarse_labels",
+                        lambda *args: reads.append(1) or read(*args))
     config = experiments.get_config("vanilla")
     test_coarse, names, fine_to_coarse = data.coarse_labels(config, data_dir)
     test_coarse[:] = -7  # a caller's changes must not reach the next caller
@@ -119,6 +121,6 @@ def test_coarse_labels_are_read_once_per_process(data_dir, monkeypatch):
     np.testing.assert_array_equal(again[0], fine // 5)  # the synthetic superclass of each test image
     assert again[1] == names and len(names) == 20
     np.testing.assert_array_equal(again[2], fine_to_coarse)
-    data.forget_decoded()
+    tfds_source.forget_decoded()
     data.coarse_labels(config, data_dir)
     assert len(reads) == 2

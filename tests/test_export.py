@@ -13,14 +13,17 @@ import pytest
 import tensorflow as tf
 from conftest import run_cli
 
-from lenet_keras import export, serving
-from lenet_keras.data import resize_images
+from lenet_keras import models
+from lenet_keras.data.pipeline import resize_images
 from lenet_keras.errors import UserError
+from lenet_keras.serving import export
+from lenet_keras.serving import load as serving
 
 
 @pytest.fixture(scope="module")
-def tuned(study_dir):
-    return serving.load_keras_classifier(os.path.join(study_dir, "tuned", "model.keras"))
+def tuned(trained_dir):
+    model, names = export.load_trained(os.path.join(trained_dir, "tuned", "model.keras"))
+    return model, names, models.image_size_of(model)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +31,7 @@ def exported(tuned, tmp_path_factory):
     """(export_base, version-1 folder) of the tuned model."""
     model, names, size = tuned
     base = str(tmp_path_factory.mktemp("serving"))
-    return base, export.export_model(model, names, size, base, "lenet_tuned")
+    return base, export.export_model(model, names, base, "lenet_tuned")
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +55,7 @@ def test_layout_is_what_tf_serving_polls(exported):
     assert os.listdir(os.path.join(base, "lenet_tuned")) == ["1"]  # no staging folder left
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_the_uint8_signature(exported):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     proc = subprocess.run([cli, "show", "--dir", exported[1], "--all"],
@@ -80,8 +84,8 @@ def test_served_outputs_match_the_keras_model(tuned, signature, height, width):
     assert [n.decode() for n in out["class_names"].numpy()] == [names[i] for i in ids]
 
 
-def test_every_class_name_is_kept_in_the_saved_model(tuned, exported, study_dir):
-    with open(os.path.join(study_dir, "tuned", "metrics.json")) as f:
+def test_every_class_name_is_kept_in_the_saved_model(tuned, exported, trained_dir):
+    with open(os.path.join(trained_dir, "tuned", "metrics.json")) as f:
         expected = json.load(f)["class_names"]
     classifier = serving.load_saved_model(exported[1])
     assert classifier.class_names == expected == tuned[1]
@@ -119,13 +123,13 @@ def test_shape_check_survives_a_session_run_like_tf_serving(exported):
 def test_versions_increment_and_are_never_overwritten(tuned, tmp_path):
     model, names, size = tuned
     base = str(tmp_path)
-    first = export.export_model(model, names, size, base, "m")
+    first = export.export_model(model, names, base, "m")
     pb = os.path.join(first, "saved_model.pb")
     before = (os.stat(pb).st_mtime_ns, open(pb, "rb").read())
     os.makedirs(os.path.join(base, "m", "7"))  # e.g. a version copied in by hand
-    assert export.export_model(model, names, size, base, "m") == os.path.join(base, "m", "8")
+    assert export.export_model(model, names, base, "m") == os.path.join(base, "m", "8")
     with pytest.raises(UserError, match="already exists and versions are never overwritten"):
-        export.export_model(model, names, size, base, "m", version=1)
+        export.export_model(model, names, base, "m", version=1)
     assert (os.stat(pb).st_mtime_ns, open(pb, "rb").read()) == before
     assert sorted(os.listdir(os.path.join(base, "m"))) == ["1", "7", "8"]
 
@@ -133,7 +137,7 @@ def test_versions_increment_and_are_never_overwritten(tuned, tmp_path):
 def test_an_interrupted_export_leaves_no_version_folder(tuned, tmp_path, monkeypatch):
     model, names, size = tuned
     base = str(tmp_path)
-    export.export_model(model, names, size, base, "m")
+    export.export_model(model, names, base, "m")
 
     def write_half_then_interrupt(self, filepath, **kwargs):
         with open(os.path.join(filepath, "saved_model.pb"), "wb") as f:
@@ -143,9 +147,9 @@ def test_an_interrupted_export_leaves_no_version_folder(tuned, tmp_path, monkeyp
     archive_type = type(keras.export.ExportArchive())
     monkeypatch.setattr(archive_type, "write_out", write_half_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        export.export_model(model, names, size, base, "m")
+        export.export_model(model, names, base, "m")
     assert os.listdir(os.path.join(base, "m")) == ["1"]
-    assert serving.existing_versions(os.path.join(base, "m")) == [1]
+    assert export.existing_versions(os.path.join(base, "m")) == [1]
 
 
 def tf_serving_request_to_inputs(body: dict, signature) -> dict:
@@ -189,6 +193,7 @@ def test_tf_serving_rest_bodies_convert_to_the_signature_input(signature):
         signature(**tf_serving_request_to_inputs({"inputs": x[0].tolist()}, signature))
 
 
+@pytest.mark.slow
 def test_cli_exports_the_transfer_model_with_stl10_names(study_dir, tmp_path):
     base = str(tmp_path)
     proc = run_cli("lenet_keras.export", "--exp", "transfer", "--model_dir", study_dir,
@@ -201,18 +206,18 @@ def test_cli_exports_the_transfer_model_with_stl10_names(study_dir, tmp_path):
     assert len(classifier.class_names) == 10
 
 
-def test_run_refuses_what_it_cannot_export_and_writes_nothing(study_dir, tmp_path):
+def test_export_trained_refuses_what_it_cannot_export_and_writes_nothing(trained_dir, tmp_path):
     serving_base = str(tmp_path / "serving")
     with pytest.raises(UserError, match="no trained model at .*tuned"):
-        export.run("tuned", str(tmp_path / "none"), serving_base)
+        export.export_trained("tuned", str(tmp_path / "none"), serving_base)
     with pytest.raises(UserError, match="unknown experiment 'lenet'"):
-        export.run("lenet", study_dir, serving_base)
+        export.export_trained("lenet", trained_dir, serving_base)
     with pytest.raises(UserError, match="must be a folder name"):
-        export.run("tuned", study_dir, serving_base, model_name="../escape")
+        export.export_trained("tuned", trained_dir, serving_base, model_name="../escape")
     assert not os.path.exists(serving_base)
 
 
-def test_run_exports_any_keras_file_named_after_its_folder(study_dir, tmp_path):
-    path = export.run(None, "unused", str(tmp_path),
-                      source_model=os.path.join(study_dir, "vanilla", "model.keras"))
+def test_export_trained_names_any_keras_file_after_its_folder(trained_dir, tmp_path):
+    path = export.export_trained(None, "unused", str(tmp_path),
+                                 source_model=os.path.join(trained_dir, "vanilla", "model.keras"))
     assert path == os.path.join(str(tmp_path), "lenet_vanilla", "1")

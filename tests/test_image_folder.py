@@ -1,4 +1,4 @@
-"""lenet_keras.image_folder: folders of real PNG/JPEG files the tests write, read as data.Splits."""
+"""lenet_keras.image_folder: folders of real PNG/JPEG files the tests write, read as pipeline.Splits."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from lenet_keras import data, image_folder
 from lenet_keras.config import ExperimentConfig
+from lenet_keras.data import image_folder, pipeline
 from lenet_keras.errors import UserError
 
 CLASSES = ("cat", "dog", "emu")
@@ -46,7 +46,7 @@ def config_for(root: str, **overrides) -> ExperimentConfig:
 def test_images_are_resized_exactly_as_tfds_images(tmp_path):
     pixels = np.random.default_rng(1).integers(0, 256, (96, 96, 3), dtype=np.uint8)
     path = write_image(str(tmp_path / "a.png"), pixels)  # PNG is lossless: same pixels back
-    stl10_way, _ = data._to_pairs(32)({"image": tf.constant(pixels), "label": 0})
+    stl10_way, _ = pipeline.to_pairs(32)({"image": tf.constant(pixels), "label": 0})
     from_file = image_folder.read_image(path, 32)
     assert from_file.dtype == np.uint8 and from_file.shape == (32, 32, 3)
     np.testing.assert_array_equal(from_file, stl10_way.numpy())

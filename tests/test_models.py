@@ -57,14 +57,14 @@ def test_transfer_model_trains_only_the_new_head():
     assert bn.trainable is False  # Keras 3: a frozen BatchNormalization runs in inference mode
 
 
-def test_load_source_model_rejects_non_models_and_wrong_shapes(tmp_path):
+def test_load_classifier_rejects_non_models_and_wrong_shapes(tmp_path):
     from lenet_keras.errors import UserError
 
     not_a_model = tmp_path / "notes.keras"
     not_a_model.write_text("hello")
     with pytest.raises(UserError, match="not a loadable Keras model"):
-        models.load_source_model(str(not_a_model))
+        models.load_classifier(str(not_a_model))
     wrong = tmp_path / "wide.keras"
-    models.build_lenet5(100, input_shape=(64, 64, 3)).save(wrong)
+    models.build_lenet5(100, input_shape=(64, 32, 3)).save(wrong)
     with pytest.raises(UserError, match="shape"):
-        models.load_source_model(str(wrong))
+        models.load_classifier(str(wrong))

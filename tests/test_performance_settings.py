@@ -65,11 +65,13 @@ def probe_onednn(user_setting, *args):
     return out.stdout.split()[0] == "True"
 
 
+@pytest.mark.slow
 def test_importing_the_package_turns_onednn_on_unless_the_user_said_otherwise():
     assert probe_onednn(None)
     assert not probe_onednn("0")
 
 
+@pytest.mark.slow
 def test_onednn_trains_the_same_weights_as_eigen_up_to_float_rounding(tmp_path):
     assert probe_onednn("1", str(tmp_path / "onednn.npz"))
     assert not probe_onednn("0", str(tmp_path / "eigen.npz"))

@@ -11,22 +11,25 @@ import tensorflow as tf
 from conftest import assert_one_line_error, run_cli
 from PIL import Image
 
-from lenet_keras import export, predict, serving
-from lenet_keras.data import resize_images
+from lenet_keras import models
+from lenet_keras.data.pipeline import resize_images
 from lenet_keras.errors import UserError
+from lenet_keras.serving import classify as predict
+from lenet_keras.serving import export
+from lenet_keras.serving import load as serving
 
 
 @pytest.fixture(scope="module")
-def vanilla_path(study_dir):
-    return os.path.join(study_dir, "vanilla", "model.keras")
+def vanilla_path(trained_dir):
+    return os.path.join(trained_dir, "vanilla", "model.keras")
 
 
 @pytest.fixture(scope="module")
 def vanilla_export(vanilla_path, tmp_path_factory):
     """The <model_name> folder holding version 1 of the exported vanilla model."""
     base = str(tmp_path_factory.mktemp("serving"))
-    model, names, size = serving.load_keras_classifier(vanilla_path)
-    return os.path.dirname(export.export_model(model, names, size, base, "lenet_vanilla"))
+    model, names = export.load_trained(vanilla_path)
+    return os.path.dirname(export.export_model(model, names, base, "lenet_vanilla"))
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +55,14 @@ def image_files(tmp_path_factory):
 
 
 def keras_probabilities(model_path, image_path):
-    model, _, size = serving.load_keras_classifier(model_path)
+    model, _ = export.load_trained(model_path)
+    size = models.image_size_of(model)
     # TF's decoder, as predict: PIL's JPEG decoder differs from it by a level here and there.
     pixels = tf.io.decode_image(tf.io.read_file(image_path), channels=3)[tf.newaxis]
     return model(resize_images(pixels, size), training=False).numpy()[0]
 
 
+@pytest.mark.slow
 def test_cli_answers_every_image_then_names_the_bad_files(vanilla_export, image_files):
     order = ["small.png", "notes.txt", "stl.jpg", "missing.png", "odd grey.png", "alpha.png"]
     proc = run_cli("lenet_keras.predict", "--model", vanilla_export,
@@ -74,14 +79,14 @@ def test_cli_answers_every_image_then_names_the_bad_files(vanilla_export, image_
     assert first == sorted(first, reverse=True) and 0 < sum(first) <= 1.0001
 
 
-def test_json_top_k_matches_the_keras_model(study_dir, image_files):
-    model_path = os.path.join(study_dir, "transfer", "model.keras")
+def test_json_top_k_matches_the_keras_model(trained_dir, image_files):
+    model_path = os.path.join(trained_dir, "transfer", "model.keras")
     names = ["small.png", "stl.jpg", "odd grey.png"]
     classifier = serving.load_classifier(model_path)
     results = predict.predict_files(classifier, [image_files[n] for n in names], 3)
     results = json.loads(predict.render(results, as_json=True))
     assert [r["file"] for r in results] == [image_files[n] for n in names]
-    with open(os.path.join(study_dir, "transfer", "metrics.json")) as f:
+    with open(os.path.join(trained_dir, "transfer", "metrics.json")) as f:
         class_names = json.load(f)["class_names"]
     for result in results:
         expected = keras_probabilities(model_path, result["file"])

@@ -12,8 +12,12 @@ import pytest
 from matplotlib.colors import to_rgb
 from PIL import Image
 
-from lenet_keras import plots, report, synthetic_data
+from lenet_keras.data import synthetic as synthetic_data
 from lenet_keras.errors import UserError
+from lenet_keras.reporting import plots
+from lenet_keras.reporting.document import figures, write_report
+from lenet_keras.reporting.runs import find_runs, load_run
+from lenet_keras.reporting.tables import comparison_table, most_confused_pairs
 from tests.conftest import assert_one_line_error, run_cli
 
 STUDY = ("vanilla", "tuned", "transfer")
@@ -36,6 +40,15 @@ def _read_report(path):
         return f.read()
 
 
+@pytest.fixture(scope="module")
+def report_dir(trained_dir, tmp_path_factory) -> str:
+    """The folder where REPORT.md of ``trained_dir``'s three runs was written, in this process."""
+    out = str(tmp_path_factory.mktemp("report"))
+    assert write_report(trained_dir, out) == os.path.join(out, "REPORT.md")
+    return out
+
+
+@pytest.mark.slow
 def test_train_all_wrote_report_with_metrics_json_numbers(study_dir):
     markdown = _read_report(os.path.join(study_dir, "report", "REPORT.md"))
     for exp in STUDY:
@@ -56,8 +69,8 @@ def test_train_all_wrote_report_with_metrics_json_numbers(study_dir):
     assert transfer[3] != transfer[4]
 
 
-def test_report_pictures_are_valid_pngs_of_sensible_size(study_dir):
-    out = os.path.join(study_dir, "report")
+def test_report_pictures_are_valid_pngs_of_sensible_size(report_dir):
+    out = report_dir
     markdown = _read_report(os.path.join(out, "REPORT.md"))
     linked = re.findall(r"\]\(([^)]+\.png)\)", markdown)
     expected = {f"{kind}_{exp}.png" for kind in ("curves", "confusion", "predictions") for exp in STUDY}
@@ -77,34 +90,34 @@ def test_report_pictures_are_valid_pngs_of_sensible_size(study_dir):
         assert len(np.unique(packed)) > 50, name
 
 
-def test_training_saves_cifar100_superclasses_for_the_report(study_dir):
-    vanilla = np.load(os.path.join(study_dir, "vanilla", "predictions.npz"))
+def test_training_saves_cifar100_superclasses_for_the_report(trained_dir):
+    vanilla = np.load(os.path.join(trained_dir, "vanilla", "predictions.npz"))
     # Synthetic CIFAR-100 puts fine class f into superclass f // 5.
     np.testing.assert_array_equal(vanilla["coarse_labels"], vanilla["labels"] // 5)
     seen = vanilla["fine_to_coarse"] >= 0
     assert seen.sum() > 50
     np.testing.assert_array_equal(vanilla["fine_to_coarse"][seen], np.arange(100)[seen] // 5)
-    assert _metrics(study_dir, "vanilla")["coarse_class_names"] == synthetic_data.CIFAR100_COARSE
-    transfer = np.load(os.path.join(study_dir, "transfer", "predictions.npz"))
+    assert _metrics(trained_dir, "vanilla")["coarse_class_names"] == synthetic_data.CIFAR100_COARSE
+    transfer = np.load(os.path.join(trained_dir, "transfer", "predictions.npz"))
     assert "coarse_labels" not in transfer.files
-    assert "coarse_class_names" not in _metrics(study_dir, "transfer")
+    assert "coarse_class_names" not in _metrics(trained_dir, "transfer")
 
 
-def _confusion_axes(study_dir, exp):
-    draw = report.figures(report.load_run(study_dir, exp))[f"confusion_{exp}.png"][1]
+def _confusion_axes(trained_dir, exp):
+    draw = figures(load_run(trained_dir, exp))[f"confusion_{exp}.png"][1]
     return draw().axes[0]
 
 
-def test_confusion_matrices_are_labelled_with_class_names(study_dir):
-    ax = _confusion_axes(study_dir, "transfer")
+def test_confusion_matrices_are_labelled_with_class_names(trained_dir):
+    ax = _confusion_axes(trained_dir, "transfer")
     assert [t.get_text() for t in ax.get_xticklabels()] == synthetic_data.STL10_CLASSES
     assert [t.get_text() for t in ax.get_yticklabels()] == synthetic_data.STL10_CLASSES
 
-    ax = _confusion_axes(study_dir, "vanilla")
+    ax = _confusion_axes(trained_dir, "vanilla")
     assert [t.get_text() for t in ax.get_yticklabels()] == synthetic_data.CIFAR100_COARSE
     assert [t.get_text() for t in ax.get_xticklabels()] == synthetic_data.CIFAR100_COARSE
     # The annotated counts are superclass agreements, checked against an independent f // 5.
-    p = np.load(os.path.join(study_dir, "vanilla", "predictions.npz"))
+    p = np.load(os.path.join(trained_dir, "vanilla", "predictions.npz"))
     known = p["fine_to_coarse"][p["predictions"]] >= 0
     cells = {(round(t.get_position()[1]), round(t.get_position()[0])): int(t.get_text())
              for t in ax.texts}
@@ -113,25 +126,25 @@ def test_confusion_matrices_are_labelled_with_class_names(study_dir):
     assert sum(c for (i, j), c in cells.items() if i == j) == agree.sum()
 
 
-def test_missing_and_unreadable_runs_are_rows_not_crashes(study_dir, tmp_path):
+def test_missing_and_unreadable_runs_are_rows_not_crashes(trained_dir, tmp_path):
     model_dir = tmp_path / "models"
     (model_dir / "vanilla").mkdir(parents=True)
     for name in ("metrics.json", "predictions.npz"):
-        shutil.copy(os.path.join(study_dir, "vanilla", name), model_dir / "vanilla" / name)
+        shutil.copy(os.path.join(trained_dir, "vanilla", name), model_dir / "vanilla" / name)
     (model_dir / "tuned").mkdir()
     (model_dir / "tuned" / "metrics.json").write_text("{not json")
     (model_dir / "transfer").mkdir()
-    shutil.copy(os.path.join(study_dir, "transfer", "metrics.json"), model_dir / "transfer")
+    shutil.copy(os.path.join(trained_dir, "transfer", "metrics.json"), model_dir / "transfer")
 
-    path = report.write_report(str(model_dir), str(tmp_path / "out"))
+    path = write_report(str(model_dir), str(tmp_path / "out"))
     assert path == str(tmp_path / "out" / "REPORT.md")
     assert not (model_dir / "report").exists()
     markdown = _read_report(path)
-    m = _metrics(study_dir, "vanilla")
+    m = _metrics(trained_dir, "vanilla")
     assert _table_cells(markdown, "vanilla")[6] == f"{m['test_accuracy']:.4f}"
     assert "unreadable metrics.json" in _table_cells(markdown, "tuned")[1]
     # A run with metrics but no predictions.npz keeps its row and curves and says what is missing.
-    m = _metrics(study_dir, "transfer")
+    m = _metrics(trained_dir, "transfer")
     assert _table_cells(markdown, "transfer")[7] == f"{m['test_top5_accuracy']:.4f}"
     assert "no usable predictions.npz" in markdown
     pngs = sorted(f for f in os.listdir(os.path.dirname(path)) if f.endswith(".png"))
@@ -140,7 +153,7 @@ def test_missing_and_unreadable_runs_are_rows_not_crashes(study_dir, tmp_path):
     ]
 
     shutil.rmtree(model_dir / "transfer")
-    table = report.comparison_table(report.find_runs(str(model_dir)))
+    table = comparison_table(find_runs(str(model_dir)))
     transfer = _table_cells(table, "transfer")[1]
     assert transfer.startswith("missing") and "--exp transfer" in transfer
 
@@ -148,21 +161,22 @@ def test_missing_and_unreadable_runs_are_rows_not_crashes(study_dir, tmp_path):
 def test_most_confused_pairs_counts_and_orders():
     labels = np.array([0, 0, 0, 1, 1, 2, 2])
     predictions = np.array([1, 1, 0, 2, 0, 2, 2])
-    assert report.most_confused_pairs(labels, predictions) == [(0, 1, 2, 3), (1, 0, 1, 2), (1, 2, 1, 2)]
-    assert report.most_confused_pairs(labels, predictions, k=1) == [(0, 1, 2, 3)]
+    assert most_confused_pairs(labels, predictions) == [(0, 1, 2, 3), (1, 0, 1, 2), (1, 2, 1, 2)]
+    assert most_confused_pairs(labels, predictions, k=1) == [(0, 1, 2, 3)]
 
 
+@pytest.mark.slow
 def test_empty_model_dir_is_a_one_line_error(tmp_path):
     proc = run_cli("lenet_keras.report", "--model_dir", str(tmp_path))
     assert_one_line_error(proc, "no finished runs", "lenet_keras.train")
     assert os.listdir(tmp_path) == []
     with pytest.raises(UserError, match="does not exist"):
-        report.write_report(str(tmp_path / "nowhere"))
+        write_report(str(tmp_path / "nowhere"))
 
 
-def test_learning_curves_mark_the_best_validation_epoch(study_dir):
-    m = _metrics(study_dir, "tuned")
-    draw = report.figures(report.load_run(study_dir, "tuned"))["curves_tuned.png"][1]
+def test_learning_curves_mark_the_best_validation_epoch(trained_dir):
+    m = _metrics(trained_dir, "tuned")
+    draw = figures(load_run(trained_dir, "tuned"))["curves_tuned.png"][1]
     accuracy_ax, loss_ax = draw().axes
     lines = {line.get_label(): line for line in accuracy_ax.get_lines()}
     np.testing.assert_allclose(lines["validation"].get_ydata(), m["history"]["val_accuracy"])

@@ -23,9 +23,9 @@ import pytest
 from conftest import REPO, assert_one_line_error, run_cli
 
 import experiments
-from lenet_keras import atomic, resume
 from lenet_keras.errors import UserError
-from lenet_keras.training import run_experiment
+from lenet_keras.training import atomic, resume
+from lenet_keras.training.run import run_experiment
 
 EPOCHS = 3
 TOLERANCE = 1e-6
@@ -70,7 +70,7 @@ def _backup_epoch(exp_dir: str) -> int:
 # all three epochs before the signal arrived.
 HELD_IN_EPOCH_2 = """
 import runpy, sys, time
-from lenet_keras import resume
+from lenet_keras.training import resume
 marker, sys.argv = sys.argv[1], ["lenet_keras.train", *sys.argv[2:]]
 begin = resume.ResumableBackup.on_epoch_begin
 def held(self, epoch, logs=None):
@@ -83,6 +83,7 @@ runpy.run_module("lenet_keras.train", run_name="__main__", alter_sys=True)
 """
 
 
+@pytest.mark.slow
 def test_sigkill_mid_training_then_same_command_resumes(data_dir, tmp_path, reference):
     model_dir = tmp_path / "models"
     args = ["--exp", "vanilla", "--epochs", str(EPOCHS), "--data_dir", data_dir,
@@ -129,6 +130,7 @@ def _truncate(path: str) -> None:
     os.truncate(path, os.path.getsize(path) // 2)
 
 
+@pytest.mark.slow
 def test_killed_at_every_write_point_then_resumed_matches_uninterrupted(
         data_dir, tmp_path, reference, monkeypatch, caplog):
     """One run, crashed in turn at each write it makes, each time resumed by the next attempt."""
@@ -252,6 +254,7 @@ def test_changed_settings_refuse_to_resume_until_fresh(tmp_path):
     assert not os.path.exists(state.backup_dir)
 
 
+@pytest.mark.slow
 def test_absurd_learning_rate_stops_with_one_line_error(data_dir, tmp_path):
     proc = run_cli("lenet_keras.train", "--exp", "vanilla", "--epochs", "2", "--learning_rate", "1e38",
                    "--data_dir", data_dir, "--model_dir", str(tmp_path), "--deterministic")

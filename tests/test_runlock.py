@@ -14,10 +14,10 @@ from conftest import REPO, assert_one_line_error
 
 import experiments
 from lenet_keras.errors import UserError
-from lenet_keras.runlock import LOCK_FILE, RunLock
-from lenet_keras.training import run_experiment
+from lenet_keras.training.run import run_experiment
+from lenet_keras.training.runlock import LOCK_FILE, RunLock
 
-HOLD = ("import sys; from lenet_keras.runlock import RunLock; RunLock(sys.argv[1]).acquire(); "
+HOLD = ("import sys; from lenet_keras.training.runlock import RunLock; RunLock(sys.argv[1]).acquire(); "
         "print('held', flush=True); sys.stdin.read()")
 
 
@@ -58,6 +58,7 @@ def _without_root_override():
                 raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
+@pytest.mark.slow
 def test_read_only_model_dir_is_refused_and_earlier_results_kept(data_dir, tmp_path):
     exp_dir = tmp_path / "vanilla"
     exp_dir.mkdir()

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 import experiments
-from lenet_keras import models, synthetic_data, targets
+from lenet_keras import models
+from lenet_keras.data import synthetic as synthetic_data
+from lenet_keras.data import targets
 from lenet_keras.errors import UserError
 from tests.conftest import assert_one_line_error, run_cli
 from tests.test_image_folder import CLASSES, write_class_tree
@@ -42,10 +44,10 @@ def test_tfds_target_without_validation_split_carves_it_from_train(data_dir):
 def test_grayscale_tfds_images_become_three_channel_32x32():
     import tensorflow as tf
 
-    from lenet_keras import data
+    from lenet_keras.data import pipeline
 
     gray = tf.constant(np.arange(28 * 28, dtype=np.uint8).reshape(28, 28, 1))
-    image, label = data._to_pairs(32)({"image": gray, "label": 4})
+    image, label = pipeline.to_pairs(32)({"image": gray, "label": 4})
     assert image.shape == (32, 32, 3) and image.dtype == tf.uint8 and int(label) == 4
     np.testing.assert_array_equal(image[..., 0], image[..., 2])
 
@@ -79,12 +81,14 @@ def test_target_flags_that_do_not_fit_together(tmp_path):
     assert transfer.dataset == "folder:photos"
 
 
+@pytest.mark.slow
 def test_unknown_tfds_name_is_a_one_line_cli_error(tmp_path):
     proc = _train("--target_dataset", "no_such_dataset", "--model_dir", str(tmp_path))
     assert_one_line_error(proc, "no_such_dataset")
     assert not os.path.exists(tmp_path / "transfer")
 
 
+@pytest.mark.slow
 def test_tfds_target_with_its_own_validation_split(tmp_path, source_model):
     data_dir = str(tmp_path / "tfds")
     synthetic_data.prepare("stl10", data_dir, train=48, validation=24, test=24, seed=3)
@@ -119,6 +123,7 @@ def folder_run(tmp_path_factory, source_model):
             "model_dir": model_dir, "run_dir": os.path.join(model_dir, "transfer")}
 
 
+@pytest.mark.slow
 def test_folder_target_end_to_end(folder_run):
     assert f"skipping unreadable image {folder_run['broken']}" in folder_run["stderr"]
     run_dir = folder_run["run_dir"]
@@ -138,6 +143,7 @@ def test_folder_target_end_to_end(folder_run):
     assert predictions["top5"].shape == (3, 3)  # fewer than 5 classes: all of them, ranked
 
 
+@pytest.mark.slow
 def test_a_folder_that_fails_inside_the_run_loses_nothing(folder_run, source_model, tmp_path):
     run_dir = folder_run["run_dir"]
     before = {name: open(os.path.join(run_dir, name), "rb").read()
@@ -153,14 +159,17 @@ def test_a_folder_that_fails_inside_the_run_loses_nothing(folder_run, source_mod
         assert open(os.path.join(run_dir, name), "rb").read() == content
 
 
+@pytest.mark.slow
 def test_exported_model_answers_with_the_folders_class_names(folder_run, tmp_path):
     import tensorflow as tf
 
-    from lenet_keras import export, image_folder, serving
+    from lenet_keras.data import image_folder
+    from lenet_keras.serving import export, load
+    from lenet_keras.serving.signature import SIGNATURE
 
-    version = export.run("transfer", folder_run["model_dir"], str(tmp_path / "serving"))
-    assert serving.load_saved_model(version).class_names == list(CLASSES)
-    signature = tf.saved_model.load(version).signatures[serving.SIGNATURE]
+    version = export.export_trained("transfer", folder_run["model_dir"], str(tmp_path / "serving"))
+    assert load.load_saved_model(version).class_names == list(CLASSES)
+    signature = tf.saved_model.load(version).signatures[SIGNATURE]
     model = keras.models.load_model(os.path.join(folder_run["run_dir"], "model.keras"))
     for name in ("cat/002.jpg", "dog/003.png", "emu/004.jpg"):  # 45x33, 120x200, 20x30
         path = os.path.join(folder_run["photos"], name)

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import experiments
-from lenet_keras import data, synthetic_data, training
+from lenet_keras import data
+from lenet_keras.data import synthetic as synthetic_data
+from lenet_keras.training.run import run_experiment
 from tests.conftest import TEST_EXAMPLES, TRAIN_EXAMPLES, run_cli
 
 METRIC_KEYS = {
@@ -22,6 +24,7 @@ def read_metrics(model_dir, exp):
         return json.load(f)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exp", experiments.STUDY_ORDER)
 def test_each_experiment_writes_its_artifacts(study_dir, exp):
     exp_dir = os.path.join(study_dir, exp)
@@ -47,18 +50,22 @@ def test_each_experiment_writes_its_artifacts(study_dir, exp):
         assert metrics["params"] == 69_656
 
 
-def test_all_prints_a_comparison_table(study_dir):
-    # study_dir ran `--exp all`; the table is re-derived from its metrics and must name all three.
-    from lenet_keras.train import comparison_table
+@pytest.mark.slow
+def test_all_prints_a_comparison_table(study):
+    # The table `--exp all` printed: one row per experiment, in study order, with metrics.json's numbers.
+    rows = [line for line in study.stdout.splitlines() if line.startswith("| ")][1:]
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+    assert [row[0] for row in cells] == list(experiments.STUDY_ORDER), study.stdout
+    for row in cells:
+        m = read_metrics(study.model_dir, row[0])
+        assert row[1:4] == [m["dataset"], str(m["epochs_run"]), f"{m['params']:,}"]
+        assert row[6:8] == [f"{m['test_accuracy']:.4f}", f"{m['test_top5_accuracy']:.4f}"]
+    assert f"report: {os.path.join(study.model_dir, 'report', 'REPORT.md')}" in study.stdout
 
-    table = comparison_table([read_metrics(study_dir, e) for e in experiments.STUDY_ORDER])
-    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == list(
-        experiments.STUDY_ORDER)
 
-
-def test_transfer_trains_only_the_head_and_leaves_every_frozen_weight_bit_identical(study_dir):
-    tuned = keras.models.load_model(os.path.join(study_dir, "tuned", "model.keras"))
-    transfer = keras.models.load_model(os.path.join(study_dir, "transfer", "model.keras"))
+def test_transfer_trains_only_the_head_and_leaves_every_frozen_weight_bit_identical(trained_dir):
+    tuned = keras.models.load_model(os.path.join(trained_dir, "tuned", "model.keras"))
+    transfer = keras.models.load_model(os.path.join(trained_dir, "transfer", "model.keras"))
     assert sorted(w.path for w in transfer.trainable_weights) == [
         "classifier_transfer/bias", "classifier_transfer/kernel"]
     compared = 0
@@ -67,9 +74,22 @@ def test_transfer_trains_only_the_head_and_leaves_every_frozen_weight_bit_identi
             np.testing.assert_array_equal(before.numpy(), after.numpy())  # BN moving stats too
             compared += 1
     assert compared == 12  # conv1, conv2, dense1, dense2: kernel+bias; BN: gamma, beta, mean, var
-    metrics = read_metrics(study_dir, "transfer")
+    metrics = read_metrics(trained_dir, "transfer")
     assert metrics["trainable_params"] == 128 * 10 + 10
     assert transfer.layers[-1].units == 10
+
+
+def test_freeze_none_fine_tunes_every_layer_from_the_source(trained_dir, data_dir, tmp_path):
+    source = os.path.join(trained_dir, "tuned", "model.keras")
+    config = experiments.get_config("transfer").replace(epochs=1, freeze="none")
+    metrics = run_experiment(config, data_dir, str(tmp_path), source_model=source, verbose=0)
+    assert metrics["trainable_params"] == metrics["params"] - 2 * 64  # BN's moving mean/variance
+    tuned = keras.models.load_model(source)
+    transfer = keras.models.load_model(os.path.join(str(tmp_path), "transfer", "model.keras"))
+    for name in ("conv1", "conv2", "dense1", "dense2"):
+        before, after = tuned.get_layer(name).get_weights(), transfer.get_layer(name).get_weights()
+        assert all(a.shape == b.shape for a, b in zip(before, after, strict=True))
+        assert not np.array_equal(before[0], after[0]), name  # trained from, not kept as
 
 
 class SabotageLastEpoch(keras.callbacks.Callback):
@@ -89,8 +109,8 @@ def test_the_best_validation_checkpoint_is_the_one_reloaded_and_tested(tmp_path_
     synthetic_data.prepare("cifar100", data_dir, train=3000, test=300)
     model_dir = str(tmp_path_factory.mktemp("models"))
     config = experiments.get_config("vanilla").replace(epochs=3)
-    metrics = training.run_experiment(config, data_dir, model_dir, verbose=0,
-                                      extra_callbacks=[SabotageLastEpoch()])
+    metrics = run_experiment(config, data_dir, model_dir, verbose=0,
+                             extra_callbacks=[SabotageLastEpoch()])
     val = metrics["history"]["val_accuracy"]
     assert val[2] < val[1] and metrics["best_epoch"] == 2
     model = keras.models.load_model(os.path.join(model_dir, "vanilla", "model.keras"))
@@ -100,11 +120,12 @@ def test_the_best_validation_checkpoint_is_the_one_reloaded_and_tested(tmp_path_
     assert metrics["test_accuracy"] > 0.2
 
 
-def test_a_model_dir_with_an_earlier_run_keeps_it_when_a_new_run_fails(study_dir, tmp_path):
+@pytest.mark.slow
+def test_a_model_dir_with_an_earlier_run_keeps_it_when_a_new_run_fails(trained_dir, tmp_path):
     import shutil
 
     model_dir = str(tmp_path / "models")
-    shutil.copytree(os.path.join(study_dir, "vanilla"), os.path.join(model_dir, "vanilla"),
+    shutil.copytree(os.path.join(trained_dir, "vanilla"), os.path.join(model_dir, "vanilla"),
                     ignore=shutil.ignore_patterns("logs"))
     before = {n: open(os.path.join(model_dir, "vanilla", n), "rb").read()
               for n in ("model.keras", "metrics.json")}

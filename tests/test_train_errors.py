@@ -10,6 +10,8 @@ import pytest
 from lenet_keras import models
 from tests.conftest import assert_one_line_error, run_cli
 
+pytestmark = pytest.mark.slow  # every test here starts the train CLI
+
 # Any download goes through a proxy that refuses at once on loopback: offline, without touching the net.
 OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
            "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": ""}

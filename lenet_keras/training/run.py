@@ -1,10 +1,10 @@
 """One experiment, start to finish: data, model, fit with a best-val checkpoint, test, artifacts.
 
 Artifacts of a run go to ``<model_dir>/<exp>/``; while it runs they are written into
-``<model_dir>/<exp>/.staging/`` and only published into place (lenet_keras.atomic: temporary file,
-then rename, one file at a time) after the test evaluation succeeded, so a failed or interrupted
-run never touches the model of an earlier good run. A killed run resumes when started again
-(lenet_keras.resume), and only one run at a time may use an experiment directory (lenet_keras.runlock).
+``<model_dir>/<exp>/.staging/`` and only published into place (``atomic``: temporary file, then
+rename, one file at a time) after the test evaluation succeeded, so a failed or interrupted run
+never touches the model of an earlier good run. A killed run resumes when started again
+(``resume``), and only one run at a time may use an experiment directory (``runlock``).
 """
 
 from __future__ import annotations
@@ -19,10 +19,20 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from lenet_keras import atomic, data, distribute, models, resume, runlock
+from lenet_keras import data, models
 from lenet_keras.config import ExperimentConfig
+from lenet_keras.data import tfds_source
 from lenet_keras.errors import UserError
-from lenet_keras.layout import CONFIG_FILE, METRICS_FILE, MODEL_FILE, PREDICTIONS_FILE, STAGING
+from lenet_keras.training import atomic, distribute, resume, runlock
+from lenet_keras.training.artifacts import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    PREDICTIONS_FILE,
+    PUBLISHED,
+    STAGING,
+    experiment_dir,
+)
 
 SAMPLE_IMAGES = 64  # test images kept beside the predictions, for the report's picture grid
 
@@ -47,10 +57,6 @@ class EpochTimer(keras.callbacks.Callback):
         self.on_test_begin()  # an epoch without validation data ends its training pass here
 
 
-def experiment_dir(model_dir: str, name: str) -> str:
-    return os.path.join(model_dir, name)
-
-
 def default_source_model(model_dir: str, config: ExperimentConfig) -> str:
     return os.path.join(experiment_dir(model_dir, config.source_experiment), MODEL_FILE)
 
@@ -68,8 +74,16 @@ def check_source_model(config: ExperimentConfig, source_model: Optional[str]) ->
 def build_model(config: ExperimentConfig, num_classes: int, source_model: Optional[str]):
     if config.source_experiment is None:
         return models.build_from_config(config, num_classes)
-    source = models.load_source_model(source_model, config.image_size)
-    return models.build_transfer_model(source, num_classes)
+    source = models.load_classifier(source_model)
+    want = (None, config.image_size, config.image_size, 3)
+    got = tuple(source.inputs[0].shape)
+    if got != want:
+        raise UserError(
+            f"{source_model} takes inputs of shape {got}, but transfer needs {want}: pass a model "
+            f"trained by `--exp {config.source_experiment}` (or any "
+            f"{config.image_size}x{config.image_size}x3 image classifier)"
+        )
+    return models.build_transfer_model(source, num_classes, config.freeze)
 
 
 def _data_loss_reason(exc: tf.errors.DataLossError) -> str:
@@ -110,7 +124,7 @@ def run_experiment(
 
     Resumes an unfinished run of the same config in ``model_dir`` unless ``fresh``.
     """
-    # Under a strategy (lenet_keras.distribute) config.batch_size is the global batch.
+    # Under a strategy (lenet_keras.training.distribute) config.batch_size is the global batch.
     strategy = strategy or tf.distribute.get_strategy()
     config.validate()
     # A worker other than the chief trains in a private copy of the chief's resume state.
@@ -170,8 +184,8 @@ def _run_locked(config, data_dir, model_dir, exp_dir, source_model, verbose, ext
     except tf.errors.DataLossError as exc:
         raise UserError(
             f"the prepared {config.dataset} data is corrupt or truncated ({_data_loss_reason(exc)}): "
-            f"delete {os.path.join(data.default_data_dir(data_dir), config.dataset)} and prepare it "
-            "again (the earlier results in the model dir are untouched)"
+            f"delete {os.path.join(tfds_source.default_data_dir(data_dir), config.dataset)} and "
+            "prepare it again (the earlier results in the model dir are untouched)"
         ) from None
     except OSError as exc:
         raise state.write_error(exc) from None
@@ -210,7 +224,7 @@ def _run_locked(config, data_dir, model_dir, exp_dir, source_model, verbose, ext
         atomic.write_json(os.path.join(staging, METRICS_FILE), metrics)
         # The model goes first and metrics.json last: metrics.json present means its run finished.
         # A kill in between leaves staging and the backup, so the rerun publishes all four again.
-        for name in (MODEL_FILE, PREDICTIONS_FILE, CONFIG_FILE, METRICS_FILE):
+        for name in PUBLISHED:
             atomic.publish(os.path.join(staging, name), os.path.join(exp_dir, name))
     except OSError as exc:
         raise state.write_error(exc) from None

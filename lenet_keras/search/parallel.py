@@ -14,8 +14,8 @@ import subprocess
 import sys
 import time
 
-from lenet_keras import tuning
 from lenet_keras.errors import UserError
+from lenet_keras.search import tuner
 
 
 def free_port() -> int:
@@ -35,7 +35,7 @@ def launch(workers: int, search_args: list, tune_dir: str, overwrite: bool = Fal
         raise UserError("--parallel_trials starts its own chief and workers: unset "
                         "KERASTUNER_TUNER_ID, or run without --parallel_trials")
     if overwrite:  # once, here: a worker that overwrote would delete the chief's trials
-        tuning.clear_search(tune_dir)
+        tuner.clear_search(tune_dir)
     log_dir = os.path.join(tune_dir, "logs")
     os.makedirs(log_dir, exist_ok=True)
     command = [sys.executable, "-m", "lenet_keras.tune", *search_args]
@@ -62,7 +62,7 @@ def launch(workers: int, search_args: list, tune_dir: str, overwrite: bool = Fal
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait()
-    with open(os.path.join(tune_dir, tuning.SUMMARY_FILE)) as f:
+    with open(os.path.join(tune_dir, tuner.SUMMARY_FILE)) as f:
         return f.read()
 
 

@@ -1,4 +1,4 @@
-"""TFDS -> tf.data: train/validation/test pipelines of (uint8 image, int label) batches.
+"""TFDS as a data source: the real ``tfds`` builders, prepared (or downloaded) into a data dir.
 
 Validation is a slice of the official train split (``train[90%:]`` by default) so the test split is
 only read by the final evaluation. Images are resized to the experiment's size (antialiased) once,
@@ -7,41 +7,29 @@ before ``cache()``, so the resize never runs again in later epochs; scaling happ
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import urllib.error
 import urllib.request
-from typing import List, Optional
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from lenet_keras.data.pipeline import SHUFFLE_BUFFER, Splits, batched, to_pairs
 from lenet_keras.errors import UserError, first_line
 
 PROBE_TIMEOUT_S = 10
 _DECODED: dict = {}  # (builder data dir, split, image size) -> decoded, cached tf.data.Dataset
 _COARSE: dict = {}  # (builder data dir, train split, test split) -> coarse_labels' answer
-SHUFFLE_BUFFER = 50_000  # >= CIFAR-100's 45,000 training images: a full shuffle each epoch
-
-
-@dataclasses.dataclass
-class Splits:
-    train: tf.data.Dataset
-    val: tf.data.Dataset
-    test: tf.data.Dataset
-    num_classes: int
-    class_names: List[str]
-    train_examples: int
-    val_examples: int
-    test_examples: int
 
 
 def default_data_dir(data_dir: Optional[str]) -> str:
     return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
 
 
-def _builder(name: str, data_dir: str):
+def builder_of(name: str, data_dir: str):
+    """TFDS's builder for ``name`` in ``data_dir`` (prepared or not); UserError if it cannot be read."""
     try:
         return tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
@@ -61,7 +49,7 @@ def ensure_available(name: str, data_dir: Optional[str]):
     timeout and, if it is unreachable, say how to get the data there by hand.
     """
     data_dir = default_data_dir(data_dir)
-    builder = _builder(name, data_dir)
+    builder = builder_of(name, data_dir)
     if builder.is_prepared():
         return builder
     manual_dir = os.path.join(data_dir, "downloads", "manual")
@@ -91,67 +79,6 @@ def ensure_available(name: str, data_dir: Optional[str]):
     return builder
 
 
-def resize_images(images: tf.Tensor, image_size: int) -> tf.Tensor:
-    """uint8 [..., H, W, C] -> uint8 [..., image_size, image_size, C], antialiased and rounded.
-
-    The one resize of the project: training data and served requests (lenet_keras.serving) go
-    through it, so a served image is exactly what the model saw in training. Images already at
-    ``image_size`` pass untouched (decided when tracing if the size is static, else at run time).
-    """
-    height, width = images.shape[-3], images.shape[-2]
-    if height == image_size and width == image_size:
-        return images
-
-    def resize():
-        resized = tf.image.resize(images, (image_size, image_size), antialias=True)
-        return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
-
-    if height is not None and width is not None:
-        return resize()
-    size = tf.shape(images)[-3:-1]
-    same = tf.reduce_all(tf.equal(size, image_size))
-    result = tf.cond(same, lambda: tf.identity(images), resize)
-    return tf.ensure_shape(result, images.shape[:-3] + (image_size, image_size) + images.shape[-1:])
-
-
-def _to_pairs(image_size: int):
-    def convert(example):
-        image = example["image"]
-        if image.shape[-1] == 1:  # e.g. mnist: the model takes 3 channels
-            image = tf.image.grayscale_to_rgb(image)
-        return resize_images(image, image_size), example["label"]
-
-    return convert
-
-
-def batched(train, val, test, config, shuffle_buffer: int):
-    """The (train, val, test) pipelines' shared tail, for every loader: train shuffled with the
-    experiment's seed and batched by ``batch_size``, val/test batched by ``eval_batch_size``, all
-    prefetched and without autotuning."""
-    auto = tf.data.AUTOTUNE
-    train = (
-        train.shuffle(shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True)
-        .batch(config.batch_size)
-        .prefetch(auto)
-    )
-    val, test = (ds.batch(config.eval_batch_size).prefetch(auto) for ds in (val, test))
-    return tuple(without_autotune(ds) for ds in (train, val, test))
-
-
-def without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """``dataset`` with tf.data's model-based autotuning off.
-
-    Autotuning runs a model thread in every iterator, and Keras ``fit`` makes a new iterator each
-    epoch: destroying the old one waited for that thread for 1.3-2.9 s in about half the epochs
-    measured (benchmarks/ATTEMPTS.md, row 21), ~20 s of a study. After the first pass the data
-    come from ``cache()``, so there is nothing left to tune: an AUTOTUNE ``map`` runs one call per
-    core and an AUTOTUNE ``prefetch`` still sizes its buffer itself.
-    """
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return dataset.with_options(options)
-
-
 def forget_decoded() -> None:
     """Drops what ``load_splits`` and ``coarse_labels`` keep: the next call reads the data again."""
     _DECODED.clear()
@@ -159,11 +86,7 @@ def forget_decoded() -> None:
 
 
 def load_splits(config, data_dir: Optional[str] = None) -> Splits:
-    """Batched, cached, prefetched train/val/test datasets for ``config`` (an ExperimentConfig)."""
-    if config.image_dir:
-        from lenet_keras import image_folder  # it imports this module
-
-        return image_folder.load_splits(config)
+    """Batched, cached, prefetched train/val/test datasets of the TFDS ``config.dataset``."""
     builder = ensure_available(config.dataset, data_dir)
     features = builder.info.features
     if "image" not in features or "label" not in features:
@@ -180,7 +103,7 @@ def load_splits(config, data_dir: Optional[str] = None) -> Splits:
         sized = dict(zip(splits, sizes, strict=True))
         raise UserError(f"{config.dataset} split sizes {sized}: none may be empty, adjust the splits")
 
-    convert = _to_pairs(config.image_size)
+    convert = to_pairs(config.image_size)
 
     def prepare(ds, split):
         # One decoded cache per split and image size in a process: `--exp all` and a tuner's
@@ -215,8 +138,6 @@ def coarse_labels(config, data_dir: Optional[str] = None):
     for a fine class seen in neither split) lets the report put predicted fine classes into them.
     Only the labels are decoded, and the test split is read in the same order as ``load_splits``.
     """
-    if config.image_dir:  # a folder of images has no superclasses
-        return None
     builder = ensure_available(config.dataset, data_dir)
     features = builder.info.features
     if "coarse_label" not in features:

@@ -11,8 +11,9 @@ import tensorflow as tf
 
 import experiments
 from experiments import transfer, tuned, vanilla
-from lenet_keras import hparams, tfx_fns
+from lenet_keras.data import synthetic
 from lenet_keras.errors import UserError
+from lenet_keras.search import space as hparams
 
 
 @dataclasses.dataclass
@@ -35,11 +36,14 @@ def fn_args(tmp_path, data_dir, **kwargs):
                   **kwargs)
 
 
-def serve(saved_model_dir, n):
-    """Calls the SavedModel's serving_default signature, as TF Serving does."""
+def serve(saved_model_dir, n, size=32):
+    """Calls the SavedModel's serving_default signature, as TF Serving does: the serving contract
+    of `lenet_keras.export` (uint8 images of any size in; probabilities and class names out)."""
     signature = tf.saved_model.load(saved_model_dir).signatures["serving_default"]
-    (output,) = signature(images=tf.zeros((n, 32, 32, 3), tf.uint8)).values()
-    return output
+    outputs = signature(images=tf.zeros((n, size, size, 3), tf.uint8))
+    assert set(outputs) == {"probabilities", "class_ids", "class_names"}
+    assert outputs["probabilities"].dtype == tf.float32
+    return outputs["probabilities"], [name.decode() for name in outputs["class_names"].numpy()]
 
 
 def test_tuned_then_transfer_run_fn_train_and_export(tmp_path, data_dir):
@@ -53,20 +57,25 @@ def test_tuned_then_transfer_run_fn_train_and_export(tmp_path, data_dir):
     assert metrics["epochs_run"] == 2
     assert metrics["config"]["hidden_units"] == [128, 64]
     assert metrics["config"]["learning_rate"] == pytest.approx(5e-4)
-    assert serve(args.serving_model_dir, 2).shape == (2, 100)
+    probabilities, names = serve(args.serving_model_dir, 2)
+    assert probabilities.shape == (2, 100) and set(names) <= set(synthetic.CIFAR100_FINE)
 
     source = os.path.join(args.working_dir, "tuned", "model.keras")
     t_args = fn_args(tmp_path / "transfer", data_dir, base_model=source)
     t_metrics = transfer.run_fn(t_args)
     assert t_metrics["source_model"] == source
     assert t_metrics["trainable_params"] == 64 * 10 + 10  # only the new head over Dense 64
-    assert serve(t_args.serving_model_dir, 1).shape == (1, 10)
+    probabilities, names = serve(t_args.serving_model_dir, 1, size=96)
+    assert probabilities.shape == (1, 10) and names[0] in synthetic.STL10_CLASSES
 
 
-def test_vanilla_run_fn_trains_its_own_config(monkeypatch, tmp_path):
-    seen = {}
-    monkeypatch.setattr(tfx_fns, "run_fn", lambda config, args: seen.setdefault("c", config))
-    assert vanilla.run_fn(object()) is experiments.get_config("vanilla")
+def test_vanilla_run_fn_trains_its_own_config(tmp_path, data_dir):
+    args = fn_args(tmp_path, data_dir, train_steps=1)
+    metrics = vanilla.run_fn(args)
+    assert metrics["config"] == experiments.get_config("vanilla").replace(epochs=1).to_dict()
+    assert metrics["params"] == 69_656 and metrics["epochs_run"] == 1
+    probabilities, _ = serve(args.serving_model_dir, 3, size=20)
+    assert probabilities.shape == (3, 100)
 
 
 def test_tuner_fn_returns_a_runnable_tuner_and_fit_kwargs(tmp_path, data_dir):

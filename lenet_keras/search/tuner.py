@@ -1,6 +1,6 @@
 """keras-tuner over the LeNet-5 search space: tuner construction, the search, and its outputs.
 
-The hypermodel is ``models.build_from_hparams`` with the tuned experiment's config as base, so a
+The hypermodel is ``space.build_hypermodel`` with the tuned experiment's config as base, so a
 trial trains exactly the model ``train --exp tuned --hparams`` later trains. The objective is
 ``val_accuracy`` on the config's validation split (held-out 10% of train); test is never read.
 """
@@ -10,15 +10,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import time
 from typing import Optional, Sequence
 
 import keras_tuner as kt
 
-from lenet_keras import hparams, models
 from lenet_keras.config import ExperimentConfig
 from lenet_keras.errors import UserError, first_line
+from lenet_keras.search import space
+from lenet_keras.training import atomic
 
 TUNERS = ("hyperband", "random", "bayesian")
 PROJECT = "lenet5"  # keras-tuner's project folder inside --tune_dir
@@ -60,13 +60,13 @@ def make_tuner(
     _check_same_search(directory, kind, max_epochs, factor, overwrite)
 
     def build(hp):
-        return models.build_from_hparams(hp, num_classes, base_config)
+        return space.build_hypermodel(hp, num_classes, base_config)
 
     common = dict(
         objective="val_accuracy",
         seed=seed,
         # Declared up front and closed: the builder cannot add a decision the space lacks.
-        hyperparameters=hparams.define_search_space(kt.HyperParameters()),
+        hyperparameters=space.define_search_space(kt.HyperParameters()),
         allow_new_entries=False,
         directory=directory,
         project_name=PROJECT,
@@ -133,13 +133,10 @@ def _check_same_search(directory, kind, max_epochs, factor, overwrite) -> None:
                 "settings to resume it, or pass --overwrite (or another --tune_dir) to start anew"
             )
         return
-    # Chief and workers of a distributed search all get here at once: write to a file of this
-    # process's own and rename it, so none ever reads a half-written search.json.
+    # Chief and workers of a distributed search all get here at once: none may ever read a
+    # half-written search.json.
     os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.{socket.gethostname()}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(search, f)
-    os.replace(tmp, path)
+    atomic.write_json(path, search)
 
 
 def is_worker() -> bool:
@@ -180,7 +177,7 @@ def trial_rows(tuner: kt.Tuner) -> list:
         rows.append({
             "trial": trial_id,
             "status": trial.status,
-            **{name: values.get(name) for name in hparams.NAMES},
+            **{name: values.get(name) for name in space.NAMES},
             "epochs": values.get("tuner/epochs"),
             "continues": values.get("tuner/trial_id"),
             "best_val_accuracy": trial.score,
@@ -219,17 +216,11 @@ def write_results(tuner: kt.Tuner, directory: str, kind: str, default_epochs: in
     config["values"] = {k: v for k, v in config["values"].items() if not k.startswith("tuner/")}
     # TFX's Tuner writes this same get_config() form; the extra keys are for people.
     payload = {**config, "tuner": kind, "trial_id": best.trial_id, "best_val_accuracy": best.score}
-    _write(os.path.join(directory, BEST_FILE), json.dumps(payload, indent=2))
+    atomic.write_json(os.path.join(directory, BEST_FILE), payload)
     table = summary_table(trial_rows(tuner), default_epochs)
     text = (f"# keras-tuner {kind} search: {len(tuner.oracle.trials)} trials, objective "
             f"val_accuracy\n\nBest: trial {best.trial_id}, val accuracy {best.score:.4f}\n\n"
             f"{table}\n")
-    _write(os.path.join(directory, SUMMARY_FILE), text)
+    atomic.write_text(os.path.join(directory, SUMMARY_FILE), text)
     return text
 
-
-def _write(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

@@ -3,8 +3,9 @@
 keras-tuner's ``HyperParameters``, TFX's ``fn_args.hyperparameters`` (a ``get_config()`` dict) and
 ``best_hyperparameters.json`` all become ExperimentConfig fields through ``config_overrides``, and
 the model is then built by ``models.build_from_config``: the search space and the trained
-architecture cannot drift apart. Only ``define_search_space`` needs keras_tuner, so reading an
-hparams file (``train --hparams``) stays cheap.
+architecture cannot drift apart (``build_hypermodel`` is what the tuner runs). Nothing here
+imports keras_tuner or TensorFlow at module level, so reading an hparams file (``train --hparams``)
+stays cheap.
 """
 
 from __future__ import annotations
@@ -35,6 +36,21 @@ def define_search_space(hp):
     hp.Choice("hidden_units", list(HIDDEN_UNITS))
     hp.Float("learning_rate", *LEARNING_RATE_RANGE, sampling="log", default=1e-3)
     return hp
+
+
+def build_hypermodel(hp, num_classes: int, base_config: ExperimentConfig):
+    """The compiled model keras-tuner's ``hp`` (or a TFX/best_hyperparameters dict) describes.
+
+    Called with a ``keras_tuner.HyperParameters`` it also declares the search space, so this is
+    the hypermodel the tuner runs; every value goes through ``apply`` to the same config fields
+    and ``models.build_from_config`` that training uses.
+    """
+    from lenet_keras import models
+
+    if hasattr(hp, "Choice"):
+        define_search_space(hp)
+    config = apply(base_config, hp)
+    return models.compile_from_config(models.build_from_config(config, num_classes), config)
 
 
 def hidden_units_name(units) -> str:

@@ -2,7 +2,7 @@
 
 ``default`` and ``mirrored`` train with ``model.fit``. ``multi_worker`` cannot: Keras 3's ``fit``
 fails under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585), so it runs TensorFlow's
-documented custom loop (lenet_keras.custom_loop) with the very callbacks ``fit`` would get.
+documented custom loop (lenet_keras.training.custom_loop) with the very callbacks ``fit`` would get.
 
 Every worker runs the same program, because saving and metric reads are collective; only the chief
 writes into ``--model_dir``, the others write into a temporary folder that is removed at exit.
@@ -20,8 +20,8 @@ from typing import Optional, Sequence
 import tensorflow as tf
 from absl import logging
 
-from lenet_keras import custom_loop
 from lenet_keras.errors import UserError, first_line
+from lenet_keras.training import custom_loop
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 WORKER_TASK_TYPES = ("chief", "worker")
@@ -100,14 +100,9 @@ def batch_config(config, strategy, global_batch_size: Optional[int], per_replica
 
 
 def is_chief(strategy) -> bool:
-    """The task that owns the artifacts: ``chief``, else worker 0; a single process always is."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or resolver.task_type is None:
-        return True
-    if resolver.task_type == "chief":
-        return True
-    cluster = resolver.cluster_spec().as_dict()
-    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster
+    """Whether this task writes the artifacts, as tf.distribute decides it (the ``chief`` task,
+    else worker 0; a single process always does)."""
+    return bool(strategy.extended.should_checkpoint)
 
 
 def write_dir(path: str, strategy, carry: Sequence[str] = ()) -> str:
@@ -120,8 +115,7 @@ def write_dir(path: str, strategy, carry: Sequence[str] = ()) -> str:
     if is_chief(strategy):
         _barrier(strategy)  # the chief changes nothing until the workers have copied its state
         return path
-    resolver = strategy.cluster_resolver
-    temp = tempfile.mkdtemp(prefix=f"lenet_keras_{resolver.task_type}{resolver.task_id}_")
+    temp = tempfile.mkdtemp(prefix="lenet_keras_worker_")
     atexit.register(shutil.rmtree, temp, ignore_errors=True)
     worker_path = os.path.join(temp, os.path.basename(os.path.normpath(path)))
     os.makedirs(worker_path)

@@ -27,9 +27,9 @@ from typing import Optional
 import keras
 from absl import logging
 
-from lenet_keras import atomic
 from lenet_keras.errors import UserError, first_line
-from lenet_keras.layout import METRICS_FILE, MODEL_FILE, STAGING
+from lenet_keras.training import atomic
+from lenet_keras.training.artifacts import MODEL_FILE, STAGING, finished_metrics
 
 BACKUP_DIR = "backup"
 PROGRESS_FILE = "progress.json"
@@ -150,16 +150,6 @@ class RunState:
             f"space or fix permissions, then rerun the same command to resume after epoch "
             f"{self.epochs_done}; {self.where_best()}, and earlier finished runs are untouched"
         )
-
-
-def finished_metrics(exp_dir: str, config) -> Optional[dict]:
-    """metrics.json of a finished run of exactly ``config`` in ``exp_dir``, else None."""
-    try:
-        with open(os.path.join(exp_dir, METRICS_FILE)) as f:
-            metrics = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return metrics if metrics.get("config") == config.to_dict() else None
 
 
 def study_resume_point(model_dir: str, configs) -> int:

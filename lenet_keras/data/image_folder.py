@@ -6,7 +6,7 @@
 The layout is the one ``keras.utils.image_dataset_from_directory`` reads; class names are the
 sorted sub-folder names. Every image is decoded once, up front, so that an unreadable file is
 named and skipped before training rather than killing an epoch, and it goes through
-``data.resize_images`` exactly as TFDS images do (grayscale becomes 3 channels, any size becomes
+``pipeline.resize_images`` exactly as TFDS images do (grayscale becomes 3 channels, any size becomes
 ``image_size`` square). The decoded images are held in memory (3 KB each at 32x32): this is for
 your own thousands of pictures, not for ImageNet.
 """
@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from lenet_keras import data
+from lenet_keras.data.pipeline import Splits, batched, decode_image, resize_images
 from lenet_keras.errors import UserError, first_line
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -133,8 +133,7 @@ def scan(root: str) -> Layout:
 
 
 def _decode(path, image_size: int) -> tf.Tensor:
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    return data.resize_images(image, image_size)
+    return resize_images(decode_image(tf.io.read_file(path)), image_size)
 
 
 def read_image(path: str, image_size: int) -> np.ndarray:
@@ -248,8 +247,8 @@ def load_arrays(config) -> Tuple[Dict[str, Tuple[np.ndarray, np.ndarray]], List[
     return arrays, layout.class_names
 
 
-def load_splits(config) -> data.Splits:
-    """The folder ``config.image_dir`` as ``data.Splits``, batched as data.load_splits does."""
+def load_splits(config) -> Splits:
+    """The folder ``config.image_dir`` as ``Splits``, batched as every source is."""
     arrays, class_names = load_arrays(config)
 
     def dataset(split):
@@ -258,9 +257,9 @@ def load_splits(config) -> data.Splits:
     sizes = {split: len(labels) for split, (_, labels) in arrays.items()}
     logging.info("%s: %d classes, %d train / %d val / %d test images", config.image_dir,
                  len(class_names), sizes["train"], sizes["val"], sizes["test"])
-    train, val, test = data.batched(
+    train, val, test = batched(
         dataset("train"), dataset("val"), dataset("test"), config, sizes["train"])
-    return data.Splits(
+    return Splits(
         train=train,
         val=val,
         test=test,

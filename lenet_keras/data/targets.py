@@ -12,8 +12,8 @@ from typing import List, Optional
 
 import tensorflow_datasets as tfds
 
-from lenet_keras import data, image_folder
 from lenet_keras.config import ExperimentConfig
+from lenet_keras.data import image_folder, tfds_source
 from lenet_keras.errors import UserError
 
 
@@ -26,7 +26,7 @@ def tfds_target(config: ExperimentConfig, name: str, data_dir: Optional[str]) ->
             f"--target_dataset {name!r} is not a TFDS dataset name (like cifar10 or "
             "svhn_cropped); for a folder of images use --target_dir"
         ) from None
-    features = data._builder(name, data.default_data_dir(data_dir)).info.features
+    features = tfds_source.builder_of(name, tfds_source.default_data_dir(data_dir)).info.features
     image = features["image"] if "image" in features else None
     label = features["label"] if "label" in features else None
     if not isinstance(image, tfds.features.Image) or not isinstance(
@@ -39,7 +39,7 @@ def tfds_target(config: ExperimentConfig, name: str, data_dir: Optional[str]) ->
     channels = image.shape[-1]
     if channels not in (1, 3):
         raise UserError(f"TFDS dataset {name} has {channels}-channel images: only 1 or 3 work here")
-    splits = data.ensure_available(name, data_dir).info.splits
+    splits = tfds_source.ensure_available(name, data_dir).info.splits
     missing = [split for split in ("train", "test") if split not in splits]
     if missing:
         raise UserError(
@@ -61,7 +61,7 @@ def folder_target(
     val_fraction: Optional[float] = None,
     test_fraction: Optional[float] = None,
 ) -> ExperimentConfig:
-    """``config`` reading the image folder ``directory`` (see lenet_keras.image_folder)."""
+    """``config`` reading the image folder ``directory`` (see lenet_keras.data.image_folder)."""
     path = os.path.abspath(os.path.expanduser(directory))
     image_folder.scan(path)  # structure only; decoding waits until the run needs the images
     return config.replace(

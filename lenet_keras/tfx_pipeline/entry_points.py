@@ -19,9 +19,11 @@ import collections
 import math
 import os
 
-from lenet_keras import data, hparams
+from lenet_keras import data
 from lenet_keras.config import ExperimentConfig
+from lenet_keras.data import tfds_source
 from lenet_keras.errors import UserError
+from lenet_keras.search import space
 
 # The shape of tfx.components.TunerFnResult, without importing TFX.
 TunerFnResult = collections.namedtuple("TunerFnResult", ["tuner", "fit_kwargs"])
@@ -42,7 +44,7 @@ def _check_no_example_files(fn_args) -> None:
 
 def _epochs_for_steps(config: ExperimentConfig, train_steps: int, data_dir) -> int:
     """TFX's train_steps counts batches over the whole run; the experiment counts epochs."""
-    builder = data.ensure_available(config.dataset, data_dir)
+    builder = tfds_source.ensure_available(config.dataset, data_dir)
     examples = builder.info.splits[config.train_split].num_examples
     return max(1, math.ceil(train_steps / math.ceil(examples / config.batch_size)))
 
@@ -54,27 +56,26 @@ def run_fn(config: ExperimentConfig, fn_args) -> dict:
     the checkpoint keeps the best epoch); ``eval_steps`` is not used: validation and test always
     cover their whole splits, so scores stay comparable between runs. Returns metrics.json's dict.
     """
-    import keras
-
-    from lenet_keras import training
+    from lenet_keras.serving.export import load_trained, write_saved_model
+    from lenet_keras.training.artifacts import MODEL_FILE, experiment_dir
+    from lenet_keras.training.run import run_experiment
 
     _check_no_example_files(fn_args)
     data_dir = _custom_config(fn_args).get("data_dir")
     if getattr(fn_args, "hyperparameters", None) is not None:
-        config = hparams.apply(config, fn_args.hyperparameters)
+        config = space.apply(config, fn_args.hyperparameters)
     train_steps = getattr(fn_args, "train_steps", None)
     if train_steps:
         config = config.replace(epochs=_epochs_for_steps(config, train_steps, data_dir))
     model_dir = getattr(fn_args, "working_dir", None) or getattr(fn_args, "model_run_dir", None)
     if not model_dir or not getattr(fn_args, "serving_model_dir", None):
         raise UserError("fn_args needs working_dir and serving_model_dir")
-    metrics = training.run_experiment(
+    metrics = run_experiment(
         config, data_dir, model_dir, source_model=getattr(fn_args, "base_model", None)
     )
-    best = keras.models.load_model(
-        os.path.join(training.experiment_dir(model_dir, config.name), training.MODEL_FILE)
-    )
-    best.export(fn_args.serving_model_dir, verbose=False)
+    model, class_names = load_trained(
+        os.path.join(experiment_dir(model_dir, config.name), MODEL_FILE))
+    write_saved_model(model, class_names, fn_args.serving_model_dir)
     return metrics
 
 
@@ -85,7 +86,7 @@ def tuner_fn(config: ExperimentConfig, fn_args) -> TunerFnResult:
     TFX's own examples; custom_config picks ``tuner`` (default hyperband), ``max_trials`` and
     ``max_epochs`` (default the config's epochs) with the meaning of the tune CLI's flags.
     """
-    from lenet_keras import tuning
+    from lenet_keras.search import tuner as tuning
 
     _check_no_example_files(fn_args)
     custom = _custom_config(fn_args)

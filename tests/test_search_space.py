@@ -6,12 +6,24 @@ import keras_tuner as kt
 import pytest
 
 import experiments
-from lenet_keras import hparams, models
+from lenet_keras import models
 from lenet_keras.errors import UserError
+from lenet_keras.search import space as hparams
 
 
 def space():
     return {p.name: p for p in hparams.define_search_space(kt.HyperParameters()).space}
+
+
+def legal_values(hp) -> list:
+    """Every value a hyperparameter of the space can take (learning rate aside)."""
+    if isinstance(hp, kt.engine.hyperparameters.Choice):
+        return list(hp.values)
+    if isinstance(hp, kt.engine.hyperparameters.Boolean):
+        return [False, True]
+    if isinstance(hp, kt.engine.hyperparameters.Fixed):
+        return [hp.value]
+    raise AssertionError(f"{hp.name} is a {type(hp).__name__}: no finite set of values")
 
 
 def test_space_holds_every_decision_of_the_seed():
@@ -37,7 +49,7 @@ def test_the_seeds_two_architectures_are_points_of_the_space():
         }
         for name, value in values.items():
             if name != "learning_rate":
-                assert value in getattr(space()[name], "values", (True, False)), (name, value)
+                assert value in legal_values(space()[name]), (name, value)
         assert hparams.apply(experiments.get_config("tuned"), values).to_dict() == {
             **experiments.get_config("tuned").to_dict(),
             **{k: getattr(config, k) for k in hparams.NAMES},
@@ -51,7 +63,7 @@ def test_hparams_and_config_build_the_same_model(hidden):
     hp.values.update(activation="relu", pooling="max", batch_norm=True, hidden_units=hidden,
                      learning_rate=2e-3)
     base = experiments.get_config("vanilla")
-    from_hp = models.build_from_hparams(hp, 100, base)
+    from_hp = hparams.build_hypermodel(hp, 100, base)
     from_config = models.build_from_config(hparams.apply(base, hp), 100)
     assert from_hp.get_config() == from_config.get_config()
     assert [int(layer.units) for layer in from_hp.layers if layer.name.startswith("dense")
@@ -62,7 +74,7 @@ def test_hparams_and_config_build_the_same_model(hidden):
 def test_trials_train_with_the_experiments_speed_settings():
     hp = hparams.define_search_space(kt.HyperParameters())
     base = experiments.get_config("tuned").replace(steps_per_execution=32, jit_compile=True)
-    model = models.build_from_hparams(hp, 100, base)
+    model = hparams.build_hypermodel(hp, 100, base)
     assert (model.steps_per_execution, model.jit_compile) == (32, True)
 
 

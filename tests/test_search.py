@@ -1,4 +1,5 @@
-"""keras-tuner search on the tiny synthetic CIFAR-100: outputs, caps, resume, --hparams round trip."""
+"""keras-tuner search on the tiny synthetic CIFAR-100: outputs, caps, resume, --hparams round trip,
+distributed and parallel searches."""
 
 import json
 import os
@@ -10,9 +11,11 @@ import pytest
 from conftest import assert_one_line_error, run_cli
 
 import experiments
-from lenet_keras import data, hparams, models, tuning
+from lenet_keras import data
 from lenet_keras.errors import UserError
-from lenet_keras.parallel_search import free_port, supervise
+from lenet_keras.search import space as hparams
+from lenet_keras.search import tuner as tuning
+from lenet_keras.search.parallel import free_port, supervise
 
 CONFIG = experiments.get_config("tuned")
 
@@ -41,6 +44,7 @@ def hyperband_dir(tmp_path_factory, splits):
     return tune_dir
 
 
+@pytest.mark.slow
 def test_hyperband_max_trials_is_a_real_cap_and_results_are_written(hyperband_dir):
     project = os.path.join(hyperband_dir, tuning.PROJECT)
     assert os.path.exists(os.path.join(project, "oracle.json"))
@@ -66,6 +70,7 @@ def test_max_trials_caps_every_tuner(tmp_path, kind, oracle):
     assert {p.name for p in tuner.oracle.hyperparameters.space} == set(hparams.NAMES)
 
 
+@pytest.mark.slow
 def test_objective_is_validation_never_test(hyperband_dir):
     oracle = json.load(open(os.path.join(hyperband_dir, tuning.PROJECT, "oracle.json")))
     trial = json.load(open(os.path.join(hyperband_dir, tuning.PROJECT, "trial_0", "trial.json")))
@@ -74,6 +79,7 @@ def test_objective_is_validation_never_test(hyperband_dir):
     assert oracle["ongoing_trials"] == {}
 
 
+@pytest.mark.slow
 def test_resume_keeps_finished_trials_and_runs_only_new_ones(hyperband_dir, tmp_path, splits):
     tune_dir = str(tmp_path / "copy")
     shutil.copytree(hyperband_dir, tune_dir)
@@ -93,20 +99,24 @@ def test_resume_keeps_finished_trials_and_runs_only_new_ones(hyperband_dir, tmp_
 def test_search_json_is_written_once_and_never_half_written(splits, tmp_path, monkeypatch):
     # A distributed chief and its workers all check search.json at once: a process that truncated
     # it to rewrite it would make another read an unreadable file and refuse the search.
-    dump = json.dump
-    written = []
+    from lenet_keras.training import atomic
 
-    def watched_dump(obj, f, *args, **kwargs):
-        written.append(f.name)
-        assert not os.path.exists(tmp_path / tuning.SEARCH_FILE)  # only a finished file appears
-        dump(obj, f, *args, **kwargs)
+    replace = atomic.replace
+    renamed = []
 
-    monkeypatch.setattr(tuning.json, "dump", watched_dump)
+    def watched_replace(src, dst):
+        renamed.append((src, dst))
+        assert not os.path.exists(dst)  # only a finished file appears
+        replace(src, dst)
+
+    monkeypatch.setattr(atomic, "replace", watched_replace)
     for _ in range(2):
         tuning.make_tuner("random", CONFIG, splits.num_classes, str(tmp_path), max_trials=1)
-    assert len(written) == 1 and written[0] != str(tmp_path / tuning.SEARCH_FILE)  # resumed: read only
+    final = str(tmp_path / tuning.SEARCH_FILE)
+    assert [dst for _, dst in renamed] == [final]  # resumed: read only
+    assert renamed[0][0] != final and os.path.dirname(renamed[0][0]) == str(tmp_path)
     assert json.load(open(tmp_path / tuning.SEARCH_FILE)) == {"tuner": "random", "max_epochs": 20}
-    assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+    assert not [name for name in os.listdir(tmp_path) if ".tmp" in name]
 
 
 def architecture(model):
@@ -117,6 +127,7 @@ def architecture(model):
     ]
 
 
+@pytest.mark.slow
 def test_train_hparams_round_trips_into_the_same_architecture(hyperband_dir, data_dir, tmp_path):
     best_file = os.path.join(hyperband_dir, tuning.BEST_FILE)
     proc = run_cli("lenet_keras.train", "--exp", "tuned", "--hparams", best_file, "--epochs", "1",
@@ -124,12 +135,13 @@ def test_train_hparams_round_trips_into_the_same_architecture(hyperband_dir, dat
     assert proc.returncode == 0, proc.stderr[-3000:]
     trained = keras.models.load_model(str(tmp_path / "tuned" / "model.keras"))
     best = json.load(open(best_file))
-    expected = models.build_from_hparams(best, 100, CONFIG)
+    expected = hparams.build_hypermodel(best, 100, CONFIG)
     assert architecture(trained) == architecture(expected)
     config = json.load(open(tmp_path / "tuned" / "config.json"))
     assert config["learning_rate"] == pytest.approx(best["values"]["learning_rate"])
 
 
+@pytest.mark.slow
 def test_train_rejects_a_foreign_hparams_file(hyperband_dir, tmp_path):
     foreign = os.path.join(hyperband_dir, tuning.PROJECT, "trial_0", "trial.json")
     proc = run_cli("lenet_keras.train", "--exp", "tuned", "--hparams", foreign,
@@ -143,6 +155,7 @@ def oracle_state(tune_dir):
         return json.load(f)
 
 
+@pytest.mark.slow
 def test_distributed_chief_and_two_workers(data_dir, tmp_path):
     import subprocess
     import sys
@@ -207,6 +220,7 @@ def test_distributed_chief_and_two_workers(data_dir, tmp_path):
     assert oracle_state(tune_dir)["ongoing_trials"] == {}
 
 
+@pytest.mark.slow
 def test_worker_ids_are_only_for_a_distributed_chief(splits, tmp_path):
     with pytest.raises(UserError, match="KERASTUNER_TUNER_ID=chief"):
         tuning.make_tuner("random", CONFIG, splits.num_classes, str(tmp_path), max_trials=1,
@@ -217,6 +231,7 @@ def test_worker_ids_are_only_for_a_distributed_chief(splits, tmp_path):
     assert not os.path.exists(tmp_path / "t")
 
 
+@pytest.mark.slow
 def test_parallel_trials_trains_in_workers_and_overwrite_starts_anew(data_dir, tmp_path):
     tune_dir = str(tmp_path / "tune")
     common = ("--tuner", "random", "--max_epochs", "1", "--data_dir", data_dir, "--tune_dir", tune_dir,
@@ -244,6 +259,7 @@ def test_parallel_trials_trains_in_workers_and_overwrite_starts_anew(data_dir, t
     assert len(trial_files(tune_dir)) == 1
 
 
+@pytest.mark.slow
 def test_parallel_trials_worker_failure_is_one_line(tmp_path):
     proc = run_cli("lenet_keras.tune", "--parallel_trials", "2", "--data_dir", str(tmp_path / "empty"),
                    "--tune_dir", str(tmp_path / "tune"), env={"TFDS_DATA_DIR": str(tmp_path / "empty")})
@@ -252,12 +268,14 @@ def test_parallel_trials_worker_failure_is_one_line(tmp_path):
     assert "error: dataset" not in last  # the worker's own prefix is not repeated
 
 
+@pytest.mark.slow
 def test_parallel_trials_below_one_is_refused_before_anything_starts(tmp_path):
     proc = run_cli("lenet_keras.tune", "--parallel_trials", "0", "--tune_dir", str(tmp_path / "t"))
     assert_one_line_error(proc, "--parallel_trials must be 1 or more (got 0)")
     assert not os.path.exists(tmp_path / "t")
 
 
+@pytest.mark.slow
 def test_parallel_trials_refuses_to_run_inside_a_distributed_search(tmp_path):
     proc = run_cli("lenet_keras.tune", "--parallel_trials", "2", "--tune_dir", str(tmp_path / "t"),
                    env={"KERASTUNER_TUNER_ID": "tuner0"})
@@ -309,7 +327,7 @@ def test_the_last_error_of_a_traceback_is_its_exception_line(tmp_path):
     import subprocess
     import sys
 
-    from lenet_keras.parallel_search import _last_error
+    from lenet_keras.search.parallel import _last_error
 
     log = tmp_path / "tuner0.log"
     with open(log, "w") as f:  # a gRPC error's message runs over lines and ends in a lone ">"

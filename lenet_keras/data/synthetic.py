@@ -5,7 +5,7 @@ Tests and benchmarks cannot download the real archives here, so they prepare the
 exactly as it reads the real data. Each class has its own colour and stripe pattern plus noise,
 so a model that learns anything scores well above chance, and one fed scrambled labels does not.
 
-    python -m lenet_keras.synthetic_data --data_dir /tmp/tfds --train 2000 --test 500
+    python -m lenet_keras.data.synthetic --data_dir /tmp/tfds --train 2000 --test 500
 """
 
 from __future__ import annotations

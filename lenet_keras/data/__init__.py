@@ -1,0 +1,29 @@
+"""Where the images come from, and the one pipeline they all go through.
+
+- ``tfds_source``: TFDS data sets (CIFAR-100, STL-10, any image classifier), via the real loaders;
+- ``image_folder``: a folder of your own PNG/JPEG files, one sub-folder per class;
+- ``synthetic``: small learnable stand-ins for CIFAR-100 and STL-10 written in TFDS's format;
+- ``targets``: what transfer learns (``--target_dataset`` / ``--target_dir``);
+- ``pipeline``: the decode/resize functions and the shuffle -> batch -> prefetch tail of every source.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from lenet_keras.data import image_folder, tfds_source
+from lenet_keras.data.pipeline import Splits
+
+
+def load_splits(config, data_dir: Optional[str] = None) -> Splits:
+    """Batched train/val/test datasets for ``config`` (an ExperimentConfig), from its source."""
+    if config.image_dir:
+        return image_folder.load_splits(config)
+    return tfds_source.load_splits(config, data_dir)
+
+
+def coarse_labels(config, data_dir: Optional[str] = None):
+    """CIFAR-100's superclass labels for the report (see tfds_source.coarse_labels), else None."""
+    if config.image_dir:  # a folder of images has no superclasses
+        return None
+    return tfds_source.coarse_labels(config, data_dir)

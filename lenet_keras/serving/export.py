@@ -1,0 +1,105 @@
+"""Writing a trained classifier as a SavedModel version in TF Serving's layout.
+
+``<export_base>/<model_name>/<version>/`` (saved_model.pb + variables/), the layout TF Serving
+polls. The version is written into a hidden temporary folder beside the versions (TF Serving ignores
+names that are not integers) and renamed into place in one step, so a server polling
+``export_base`` sees either no new version or a complete one. This is the one export path: the
+``export`` command and TFX's ``run_fn`` both end here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import List, Optional, Sequence
+
+from lenet_keras import models
+from lenet_keras.errors import UserError
+from lenet_keras.serving.signature import build_archive
+from lenet_keras.training.artifacts import MODEL_FILE, class_names_beside
+
+
+def existing_versions(model_base: str) -> List[int]:
+    """The integer-named version folders TF Serving would see under ``model_base``."""
+    try:
+        entries = os.listdir(model_base)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(int(e) for e in entries
+                  if e.isdigit() and os.path.isdir(os.path.join(model_base, e)))
+
+
+def write_saved_model(model, class_names: Sequence[str], folder: str) -> None:
+    """The serving contract's SavedModel of ``model``, written into the new folder ``folder``.
+
+    ``folder`` appears complete or not at all: it is written beside under a hidden name and renamed.
+    """
+    parent = os.path.dirname(os.path.abspath(folder))
+    try:
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".export-{os.path.basename(folder)}-", dir=parent)
+    except OSError as exc:
+        raise UserError(f"cannot write to {parent} ({exc.strerror}): "
+                        "choose another --export_base") from None
+    try:
+        try:
+            build_archive(model, class_names, models.image_size_of(model)).write_out(
+                staging, verbose=False)
+        except OSError as exc:
+            raise UserError(f"writing the SavedModel under {parent} failed ({exc.strerror}): "
+                            "free some space or choose another --export_base") from None
+        try:
+            # rename() refuses to replace a non-empty folder, so an export of the same version
+            # that finished meanwhile is never overwritten.
+            os.rename(staging, folder)
+        except OSError as exc:
+            raise UserError(f"cannot create {folder} ({exc.strerror}): another export may have "
+                            "written it meanwhile; run again to get the next version") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def export_model(model, class_names: Sequence[str], export_base: str, model_name: str,
+                 version: Optional[int] = None) -> str:
+    """Writes <export_base>/<model_name>/<version>/ and returns its path; never overwrites one."""
+    if not model_name or "/" in model_name or model_name.startswith("."):
+        raise UserError(f"--model_name {model_name!r} must be a folder name like lenet_tuned")
+    model_base = os.path.join(export_base, model_name)
+    if version is None:
+        version = max(existing_versions(model_base), default=0) + 1
+    if version <= 0:
+        raise UserError(f"--version must be a positive integer, got {version}")
+    final = os.path.join(model_base, str(version))
+    if os.path.exists(final):
+        raise UserError(f"{final} already exists and versions are never overwritten: "
+                        "pass another --version or leave it out to get the next one")
+    write_saved_model(model, class_names, final)
+    return final
+
+
+def load_trained(path: str):
+    """(model, class_names) of a ``.keras`` file training wrote (names from its metrics.json)."""
+    model = models.load_classifier(path)
+    return model, class_names_beside(path, int(model.outputs[0].shape[-1]))
+
+
+def export_trained(exp: Optional[str], model_dir: str, export_base: str,
+                   model_name: Optional[str] = None, version: Optional[int] = None,
+                   source_model: Optional[str] = None) -> str:
+    """What ``python -m lenet_keras.export`` does: returns the new version folder."""
+    if source_model:
+        path = source_model
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stem == "model":  # training's <model_dir>/<exp>/model.keras: the folder names it
+            stem = os.path.basename(os.path.dirname(os.path.abspath(path)))
+        default_name = f"lenet_{exp or stem}"
+    elif exp:
+        import experiments
+
+        experiments.get_config(exp)  # UserError for an unknown name
+        path, default_name = os.path.join(model_dir, exp, MODEL_FILE), f"lenet_{exp}"
+    else:
+        raise UserError("say what to export: --exp vanilla|tuned|transfer or --source_model PATH")
+    model, class_names = load_trained(path)
+    return export_model(model, class_names, export_base, model_name or default_name, version)

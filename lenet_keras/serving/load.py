@@ -1,0 +1,61 @@
+"""Loading a model to classify with: a ``.keras`` file from training or an exported SavedModel."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, List, NamedTuple
+
+import numpy as np
+import tensorflow as tf
+
+from lenet_keras.data.pipeline import resize_images
+from lenet_keras.errors import UserError, first_line
+from lenet_keras.models import image_size_of
+from lenet_keras.serving.export import existing_versions, load_trained
+from lenet_keras.serving.signature import CLASS_NAMES, INPUT_NAME, SIGNATURE
+
+
+class Classifier(NamedTuple):
+    """Something that maps one batch of uint8 [n, H, W, 3] images to probabilities [n, classes]."""
+
+    probabilities: Callable[[np.ndarray], np.ndarray]
+    class_names: List[str]
+
+
+def load_saved_model(path: str) -> Classifier:
+    """An exported version folder, or a <model_name> folder (its highest version, as TF Serving)."""
+    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+        versions = existing_versions(path)
+        if not versions:
+            raise UserError(f"{path} holds no saved_model.pb and no version folders: pass a "
+                            "version folder written by python -m lenet_keras.export")
+        path = os.path.join(path, str(versions[-1]))
+    try:
+        loaded = tf.saved_model.load(path)
+        signature = loaded.signatures[SIGNATURE]
+    except Exception as exc:  # a damaged SavedModel surfaces as many TF error types
+        raise UserError(f"cannot load the SavedModel in {path} ({first_line(exc)})") from None
+    if CLASS_NAMES not in signature.structured_outputs or not hasattr(loaded, CLASS_NAMES):
+        raise UserError(f"{path} was not written by python -m lenet_keras.export "
+                        f"(its {SIGNATURE} has no class_names): export the model again")
+    names = [n.decode() for n in getattr(loaded, CLASS_NAMES)[0].numpy()]
+
+    def probabilities(images: np.ndarray) -> np.ndarray:
+        # Through `loaded`, not a bare signature: the loaded object owns the variables.
+        outputs = loaded.signatures[SIGNATURE](**{INPUT_NAME: tf.constant(images)})
+        return outputs["probabilities"].numpy()
+
+    return Classifier(probabilities, names)
+
+
+def load_classifier(path: str) -> Classifier:
+    """A .keras file or an exported SavedModel folder, as one Classifier."""
+    if os.path.isdir(path):
+        return load_saved_model(path)
+    model, names = load_trained(path)
+    image_size = image_size_of(model)
+
+    def probabilities(images: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict_on_batch(resize_images(tf.constant(images), image_size)))
+
+    return Classifier(probabilities, names)

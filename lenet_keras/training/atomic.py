@@ -1,0 +1,72 @@
+"""Files that are either the old complete version or the new complete version, never half of one.
+
+The one way this package writes a file others read: under a temporary name of this process's own
+in the same folder, flushed to disk, then renamed over the final name (``os.replace`` is atomic on
+POSIX) and the folder fsynced, so the rename itself survives a power loss, not only a killed
+process. Concurrent writers (a distributed search's chief and workers) never see each other's
+half-written files, since each writes its own temporary file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from typing import Iterator
+
+
+def fsync_path(path: str) -> None:
+    """fsync a file or a directory by name.
+
+    Keras and numpy close their files without fsync; without it a renamed file can be empty after a
+    power loss on file systems that reorder data and metadata writes. A directory is synced so the
+    rename itself survives.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace(src: str, dst: str) -> None:
+    """Moves a finished file ``src`` over ``dst`` durably; ``dst`` is never seen half-written."""
+    fsync_path(src)
+    os.replace(src, dst)
+    fsync_path(os.path.dirname(os.path.abspath(dst)))
+
+
+@contextlib.contextmanager
+def writing(path: str) -> Iterator[str]:
+    """Yields a temporary path beside ``path``; what was written there replaces ``path`` on exit.
+
+    If the body fails, ``path`` is untouched and the temporary file removed. The temporary name
+    keeps ``path``'s extension, for writers that choose a format by it (matplotlib, numpy).
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    stem, ext = os.path.splitext(name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{ext}", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def publish(src: str, dst: str) -> None:
+    """Puts a copy of ``src`` at ``dst`` atomically; ``src`` stays, so a killed publish can be redone."""
+    with writing(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def write_text(path: str, text: str) -> None:
+    with writing(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
+
+
+def write_json(path: str, payload) -> None:
+    write_text(path, json.dumps(payload, indent=2))
