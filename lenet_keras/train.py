@@ -99,12 +99,11 @@ def main() -> None:
 
         strategy = distribute.resolve_strategy(FLAGS.strategy)
     configs = resolve_configs(FLAGS.exp)
-    # TensorFlow loads only now, so a mistyped flag is answered in about a second.
     from lenet_keras.reporting.runs import Run
     from lenet_keras.reporting.tables import comparison_table
-    from lenet_keras.training import distribute, resume
-    from lenet_keras.training.artifacts import experiment_dir, finished_metrics
+    from lenet_keras.training import distribute
     from lenet_keras.training.run import run_experiment
+    from lenet_keras.training.study import Study
 
     if strategy is None:
         strategy = distribute.resolve_strategy(FLAGS.strategy)
@@ -117,13 +116,18 @@ def main() -> None:
 
         tf.config.experimental.enable_op_determinism()
     # Rerunning an interrupted study continues it instead of retraining what it had finished.
-    kept = 0 if FLAGS.fresh else resume.study_resume_point(FLAGS.model_dir, configs)
+    study = Study(FLAGS.model_dir, configs) if len(configs) > 1 else None
+    kept = [] if study is None or FLAGS.fresh else study.kept()
+    writes = distribute.is_chief(strategy)  # other workers write nothing
+    distribute.barrier(strategy)  # every worker has decided before the chief marks the study begun
+    if study is not None and writes:
+        study.begin()
     runs = []
     for i, config in enumerate(configs):
         source = FLAGS.source_model if config.source_experiment else None
-        if i < kept:
+        if i < len(kept):
             logging.info("%s: finished earlier in this study with the same settings, kept", config.name)
-            metrics = finished_metrics(experiment_dir(FLAGS.model_dir, config.name), config)
+            metrics = kept[i]
         else:
             metrics = run_experiment(config, FLAGS.data_dir, FLAGS.model_dir, source_model=source,
                                      strategy=strategy, fresh=FLAGS.fresh,
@@ -133,10 +137,11 @@ def main() -> None:
                      metrics["best_val_accuracy"], metrics["best_epoch"])
         runs.append(Run(config.name, metrics=metrics))
     print(comparison_table(runs))
-    if FLAGS.exp == "all" and distribute.is_chief(strategy):  # other workers write nothing
+    if study is not None and writes:
         from lenet_keras.reporting.document import write_report
 
         print(f"report: {write_report(FLAGS.model_dir)}")
+        study.end()
 
 
 if __name__ == "__main__":

@@ -77,6 +77,7 @@ def run() -> str:
         FLAGS.tuner, config, splits.num_classes, FLAGS.tune_dir,
         max_trials=FLAGS.max_trials, max_epochs=FLAGS.max_epochs, factor=FLAGS.factor,
         seed=FLAGS.seed, overwrite=FLAGS.overwrite, worker_ids=FLAGS.worker_ids,
+        fresh_train=lambda: data.load_splits(config, FLAGS.data_dir).train,
     )
     tuning.search(tuner, splits, epochs=FLAGS.max_epochs, verbose=cli.keras_verbosity())
     if tuning.is_worker():

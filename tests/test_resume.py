@@ -26,6 +26,7 @@ import experiments
 from lenet_keras.errors import UserError
 from lenet_keras.training import atomic, resume
 from lenet_keras.training.run import run_experiment
+from lenet_keras.training.study import Study
 
 EPOCHS = 3
 TOLERANCE = 1e-6
@@ -265,13 +266,23 @@ def test_absurd_learning_rate_stops_with_one_line_error(data_dir, tmp_path):
 def test_rerun_study_keeps_what_it_finished_and_continues_the_interrupted_experiment(tmp_path):
     study = [experiments.get_config(name) for name in experiments.STUDY_ORDER]
     model_dir = str(tmp_path)
-    assert resume.study_resume_point(model_dir, study) == 0  # nothing there: a new study
+
+    def kept(configs):
+        return [m["config"]["name"] for m in Study(model_dir, configs).kept()]
+
+    assert kept(study) == []  # nothing there: a new study
     for config in study[:2]:
-        atomic.write_json(str(tmp_path / "metrics.json"), {"config": config.to_dict()})
         os.makedirs(tmp_path / config.name)
-        os.replace(tmp_path / "metrics.json", tmp_path / config.name / "metrics.json")
-    assert resume.study_resume_point(model_dir, study) == 0  # all finished: a new study
-    resume.RunState(str(tmp_path / "tuned"), study[1]).record_epoch(0, {"val_accuracy": 0.1}, 1.0)
-    assert resume.study_resume_point(model_dir, study) == 1  # vanilla kept, tuned resumes
+        atomic.write_json(str(tmp_path / config.name / "metrics.json"), {"config": config.to_dict()})
+    assert kept(study) == []  # finished, but no study was interrupted: a new study
+    Study(model_dir, study).begin()  # killed anywhere after this...
+    assert kept(study) == ["vanilla", "tuned"]  # ...the rerun keeps both, transfer trains
     changed = [study[0].replace(seed=7), *study[1:]]
-    assert resume.study_resume_point(model_dir, changed) == 0  # vanilla's settings changed
+    assert kept(changed) == []  # another study: vanilla's settings changed
+    os.remove(tmp_path / "vanilla" / "metrics.json")
+    assert kept(study) == []  # tuned follows an unfinished vanilla: it trains again too
+    Study(model_dir, study).end()
+    assert kept(study) == []  # the study ended: a rerun is a new study
+    resume.RunState(str(tmp_path / "transfer"), study[2]).record_epoch(0, {"val_accuracy": 0.1}, 1.0)
+    atomic.write_json(str(tmp_path / "vanilla" / "metrics.json"), {"config": study[0].to_dict()})
+    assert kept(study) == ["vanilla", "tuned"]  # left mid-run by a version without the marker

@@ -11,13 +11,13 @@ import json
 import os
 import shutil
 import time
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import keras_tuner as kt
 
 from lenet_keras.config import ExperimentConfig
 from lenet_keras.errors import UserError, first_line
-from lenet_keras.search import space
+from lenet_keras.search import durable, space
 from lenet_keras.training import atomic
 
 TUNERS = ("hyperband", "random", "bayesian")
@@ -41,10 +41,12 @@ def make_tuner(
     seed: int = 42,
     overwrite: bool = False,
     worker_ids: Sequence[str] = (),
+    fresh_train: Optional[Callable] = None,
 ) -> kt.Tuner:
     """A keras-tuner tuner whose project lives in ``<directory>/lenet5``; resumes unless overwrite.
 
     ``worker_ids``, on a distributed chief only: the workers it must wait for (see ``tune --worker_ids``).
+    ``fresh_train``: makes the training dataset anew, given to each trial (see ``durable``).
     """
     if kind not in TUNERS:
         raise UserError(f"unknown tuner {kind!r}: choose one of {', '.join(TUNERS)}")
@@ -57,6 +59,12 @@ def make_tuner(
     if worker_ids and not is_chief():
         raise UserError("worker_ids is for the chief of a distributed search: set "
                         "KERASTUNER_TUNER_ID=chief (and KERASTUNER_ORACLE_IP/PORT), or leave it out")
+    if overwrite and is_worker():
+        raise UserError(
+            "--overwrite on a distributed search's worker would delete the chief's trials: start "
+            "only the chief (KERASTUNER_TUNER_ID=chief) with --overwrite, the workers without it"
+        )
+    durable.write_state_atomically()
     _check_same_search(directory, kind, max_epochs, factor, overwrite)
 
     def build(hp):
@@ -81,6 +89,8 @@ def make_tuner(
     else:
         tuner_class = kt.RandomSearch if kind == "random" else kt.BayesianOptimization
         tuner = tuner_class(build, max_trials=max_trials or DEFAULT_MAX_TRIALS, **common)
+    durable.repair_after_kill(tuner.oracle)
+    durable.seed_each_trial(tuner, seed, fresh_train)
     if is_worker():
         _wait_when_idle(tuner.oracle)
     # keras-tuner's chief exits once no worker it has heard from is left, so one that has not
@@ -157,7 +167,7 @@ def search(tuner: kt.Tuner, splits, epochs: int, verbose: int = 2, **fit_kwargs)
     """Runs (or resumes) the search; keras-tuner skips trials already completed in its project."""
     try:
         tuner.search(
-            splits.train, validation_data=splits.val, epochs=epochs, verbose=verbose, **fit_kwargs
+            x=splits.train, validation_data=splits.val, epochs=epochs, verbose=verbose, **fit_kwargs
         )
     except RuntimeError as exc:  # keras-tuner's "too many consecutive failed trials"
         raise UserError(f"the search stopped: {first_line(exc)}") from None

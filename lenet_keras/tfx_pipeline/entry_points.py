@@ -95,6 +95,7 @@ def tuner_fn(config: ExperimentConfig, fn_args) -> TunerFnResult:
     tuner = tuning.make_tuner(
         custom.get("tuner", "hyperband"), config, splits.num_classes, fn_args.working_dir,
         max_trials=custom.get("max_trials"), max_epochs=max_epochs, seed=config.seed,
+        fresh_train=lambda: data.load_splits(config, custom.get("data_dir")).train,
     )
     fit_kwargs = {"x": splits.train, "validation_data": splits.val, "epochs": max_epochs}
     if getattr(fn_args, "train_steps", None):

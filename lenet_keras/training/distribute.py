@@ -113,14 +113,14 @@ def write_dir(path: str, strategy, carry: Sequence[str] = ()) -> str:
     any multi-worker checkpoint, is assumed.
     """
     if is_chief(strategy):
-        _barrier(strategy)  # the chief changes nothing until the workers have copied its state
+        barrier(strategy)  # the chief changes nothing until the workers have copied its state
         return path
     temp = tempfile.mkdtemp(prefix="lenet_keras_worker_")
     atexit.register(shutil.rmtree, temp, ignore_errors=True)
     worker_path = os.path.join(temp, os.path.basename(os.path.normpath(path)))
     os.makedirs(worker_path)
     copy_state(path, worker_path, carry)
-    _barrier(strategy)
+    barrier(strategy)
     return worker_path
 
 
@@ -133,7 +133,7 @@ def copy_state(chief_path: str, worker_path: str, carry: Sequence[str]) -> None:
             shutil.copy2(source, os.path.join(worker_path, name))
 
 
-def _barrier(strategy) -> None:
+def barrier(strategy) -> None:
     """Returns on each worker once every worker has called it; no-op for a single worker."""
     if _workers(strategy) > 1:
         ones = strategy.experimental_distribute_values_from_function(lambda _: tf.constant(1))
@@ -148,7 +148,7 @@ def finish(path: str, strategy) -> None:
     """
     if not is_chief(strategy):
         shutil.rmtree(os.path.dirname(path), ignore_errors=True)
-    _barrier(strategy)
+    barrier(strategy)
 
 
 def _workers(strategy) -> int:

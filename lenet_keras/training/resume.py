@@ -29,7 +29,7 @@ from absl import logging
 
 from lenet_keras.errors import UserError, first_line
 from lenet_keras.training import atomic
-from lenet_keras.training.artifacts import MODEL_FILE, STAGING, finished_metrics
+from lenet_keras.training.artifacts import MODEL_FILE, STAGING
 
 BACKUP_DIR = "backup"
 PROGRESS_FILE = "progress.json"
@@ -150,23 +150,6 @@ class RunState:
             f"space or fix permissions, then rerun the same command to resume after epoch "
             f"{self.epochs_done}; {self.where_best()}, and earlier finished runs are untouched"
         )
-
-
-def study_resume_point(model_dir: str, configs) -> int:
-    """How many of ``configs`` (a study, in order) an interrupted run of it had already finished.
-
-    Rerunning the study then continues it: those are kept, not trained again. A study with no
-    unfinished experiment starts from the beginning, as a new run.
-    """
-    for i, config in enumerate(configs):
-        exp_dir = os.path.join(model_dir, config.name)
-        if os.path.exists(os.path.join(exp_dir, STAGING, PROGRESS_FILE)):
-            done = 0
-            while done < i and finished_metrics(os.path.join(model_dir, configs[done].name),
-                                                configs[done]):
-                done += 1
-            return done
-    return 0
 
 
 class ResumableBackup(keras.callbacks.BackupAndRestore):
