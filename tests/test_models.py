@@ -68,3 +68,80 @@ def test_load_classifier_rejects_non_models_and_wrong_shapes(tmp_path):
     models.build_lenet5(100, input_shape=(64, 32, 3)).save(wrong)
     with pytest.raises(UserError, match="shape"):
         models.load_classifier(str(wrong))
+
+
+# Precision: every layer but the head under the policy, the head and the output float32.
+
+POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def body_policies(model):
+    return {layer.name: layer.dtype_policy.name for layer in model.layers[1:-1]}
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("name", ["vanilla", "tuned"])
+def test_every_layer_but_the_float32_head_computes_under_the_policy(name, policy):
+    model = models.build_from_config(experiments.get_config(name).replace(precision=policy), 100)
+    assert set(body_policies(model).values()) == {policy}
+    head = model.get_layer(models.HEAD_NAME)
+    assert head.dtype_policy.name == "float32" and head.compute_dtype == "float32"
+    assert model.input.dtype == "uint8" and model.output.dtype == "float32"
+    probabilities = model(np.zeros((2, 32, 32, 3), np.uint8))
+    assert probabilities.dtype == "float32"
+    # Variables stay float32 under the mixed policies: the same parameters, the same weights files.
+    assert {w.dtype for w in model.weights} == {"float32"}
+    if name == "vanilla":
+        assert model.count_params() == 69_656
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_only_mixed_float16_trains_with_loss_scaling(policy):
+    model = models.compile_from_config(
+        models.build_from_config(experiments.get_config("vanilla").replace(precision=policy), 100),
+        experiments.get_config("vanilla"),
+    )
+    scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert scaled == (policy == "mixed_float16")
+    inner = model.optimizer.inner_optimizer if scaled else model.optimizer
+    assert isinstance(inner, keras.optimizers.Adam)
+
+
+def test_loss_scaling_counts_the_steps_it_skips(monkeypatch, tmp_path):
+    """A step skipped for an overflowing scale is still a step: resume reads epochs off it."""
+    monkeypatch.setattr(models, "INITIAL_LOSS_SCALE", 2.0**100)  # float16 gradients overflow
+    model = models.build_lenet5(10, hidden_units=(16, 8), precision="mixed_float16")
+    models.compile_classifier(model, 1e-3)
+    images = np.random.default_rng(0).integers(0, 256, (4 * 16, 32, 32, 3), dtype=np.uint8)
+    model.fit(images, np.arange(4 * 16) % 10, batch_size=16, epochs=1, verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 4
+    assert int(model.optimizer.inner_optimizer.iterations.numpy()) < 4  # some steps were skipped
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert isinstance(loaded.optimizer, models.LossScaleOptimizer)
+    assert int(loaded.optimizer.iterations.numpy()) == 4
+
+
+@pytest.mark.parametrize("source_policy, policy", [
+    ("float32", "mixed_bfloat16"), ("mixed_bfloat16", "float32"), ("mixed_float16", "mixed_bfloat16"),
+])
+def test_transfer_rebuilds_the_source_under_the_runs_policy_with_its_weights(source_policy, policy):
+    source = models.build_from_config(
+        experiments.get_config("tuned").replace(precision=source_policy), 100)
+    model = models.build_transfer_model(source, 10, "all_but_head", precision=policy)
+    assert set(body_policies(model).values()) == {policy}
+    assert model.layers[-1].dtype_policy.name == "float32" and model.output.dtype == "float32"
+    assert model.inputs[0].dtype == "uint8"
+    for layer in source.layers[1:-1]:
+        for mine, theirs in zip(model.get_layer(layer.name).weights, layer.weights, strict=True):
+            np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    names = sorted(w.path for w in model.trainable_weights)
+    assert names == ["classifier_transfer/bias", "classifier_transfer/kernel"]
+    assert model(np.zeros((2, 32, 32, 3), np.uint8)).dtype == "float32"
+
+
+def test_transfer_under_the_sources_own_policy_uses_the_source_as_it_is():
+    source = models.build_from_config(
+        experiments.get_config("tuned").replace(precision="mixed_bfloat16"), 100)
+    model = models.build_transfer_model(source, 10, precision="mixed_bfloat16")
+    assert model.get_layer("conv1") is source.get_layer("conv1")

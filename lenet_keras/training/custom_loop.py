@@ -4,6 +4,8 @@ For strategies Keras 3's ``fit`` cannot run under (``MultiWorkerMirroredStrategy
 keras-team/keras#20585): ``strategy.run`` over ``experimental_distribute_dataset``, the loss scaled
 by ``tf.nn.compute_average_loss``, and the same ``keras.callbacks`` in fit's order with fit's
 ``logs``, so best-val checkpoints, TensorBoard, metrics.json and BackupAndRestore behave the same.
+Under mixed_float16 the loss is multiplied by the LossScaleOptimizer's scale before the gradients
+are taken, as ``fit`` does; the optimizer divides it out again (and skips non-finite steps).
 """
 
 from __future__ import annotations
@@ -55,7 +57,10 @@ def _custom_fit(model, strategy, train, validation_data, epochs, callbacks, verb
             loss = tf.nn.compute_average_loss(losses, global_batch_size=global_batch)
             if model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
-        gradients = tape.gradient(loss, model.trainable_variables)
+            # A no-op for plain Adam; a LossScaleOptimizer multiplies by its scale, without which
+            # float16 gradients underflow.
+            scaled_loss = model.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, model.trainable_variables)
         model.optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
         update(train_metrics, labels, probabilities, losses)
         return loss
