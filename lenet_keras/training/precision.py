@@ -1,7 +1,7 @@
 """Which Keras dtype policy a run trains under: ``--precision`` resolved to a concrete policy.
 
-``float32`` (the default) computes everything in float32, the study's numbers, bit for bit on any
-machine. ``mixed_bfloat16`` / ``mixed_float16`` keep the variables in float32 and compute every
+``float32`` (the default) computes everything in float32: the study's numbers, unchanged.
+``mixed_bfloat16`` / ``mixed_float16`` keep the variables in float32 and compute every
 layer but the classifier head in 16 bits (lenet_keras.models); ``mixed_float16`` trains with loss
 scaling. ``auto`` becomes ``mixed_bfloat16`` where the device computes bfloat16 natively and
 ``float32`` elsewhere, and logs which and why: results under ``auto`` depend on the machine.
