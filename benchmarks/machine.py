@@ -18,17 +18,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_flags() -> set:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def describe() -> dict:
     import keras
     import numpy as np
@@ -45,11 +34,14 @@ def describe() -> dict:
         versions["torch_threads"] = torch.get_num_threads()
     except ImportError:
         pass
-    flags = cpu_flags()
+    from lenet_keras.training import precision
+
+    native, why = precision.native_bfloat16()
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "bf16_instructions": sorted(flags & {"avx512_bf16", "amx_bf16"}),
+        "bf16_instructions": sorted(precision.cpu_flags() & set(precision.BF16_CPU_FLAGS)),
+        "bf16_native": {"native": native, "reason": why},
         "load_average": os.getloadavg(),
         "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "versions": versions,

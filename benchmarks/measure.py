@@ -69,15 +69,17 @@ def build_model(config, num_classes: int):
 
     if config.source_experiment is None:
         return models.build_from_config(config, num_classes)
-    source = experiments.get_config(config.source_experiment)
-    return models.build_transfer_model(models.build_from_config(source, 100), num_classes)
+    source = experiments.get_config(config.source_experiment).replace(precision=config.precision)
+    return models.build_transfer_model(models.build_from_config(source, 100), num_classes,
+                                       precision=config.precision)
 
 
 def keras_runner(name: str, data_dir: str, train_images: int = 0, steps_per_execution=None,
-                 jit_compile=None):
+                 jit_compile=None, precision=None):
     """One epoch of ``model.fit`` on the experiment's real input pipeline; returns images/s.
 
-    A setting left None is the experiment config's (the product's).
+    A setting left None is the experiment config's (the product's); ``precision`` is a concrete
+    Keras policy (resolve ``auto`` first, as the commands do).
     """
     import keras
 
@@ -85,7 +87,7 @@ def keras_runner(name: str, data_dir: str, train_images: int = 0, steps_per_exec
     from lenet_keras.training import run as training
 
     config = _config(name, data_dir, train_images).replace(  # None keeps the config's value
-        steps_per_execution=steps_per_execution, jit_compile=jit_compile)
+        steps_per_execution=steps_per_execution, jit_compile=jit_compile, precision=precision)
     splits = data.load_splits(config, data_dir)
     keras.utils.set_random_seed(config.seed)
     model = models.compile_from_config(build_model(config, splits.num_classes), config)
@@ -123,19 +125,20 @@ def training_arrays(splits):
     return np.concatenate(images), np.concatenate(labels)
 
 
-def torch_runner(images, labels, compile: bool):
+def torch_runner(images, labels, compile: bool, autocast: bool = False):
     from benchmarks.torch_lenet import Trainer
 
-    trainer = Trainer(compile=compile)
+    trainer = Trainer(compile=compile, autocast=autocast)
     trainer.epoch(images[:1280], labels[:1280])  # torch.compile compiles here, outside the timing
     return lambda: trainer.epoch(images, labels)
 
 
-def torch_process_runner(arrays_path: str, compile: bool, threads: int = 0):
+def torch_process_runner(arrays_path: str, compile: bool, threads: int = 0, autocast: bool = False):
     """Like torch_runner, in a process that never imports TensorFlow (``benchmarks.torch_epoch``),
     kept alive between rounds: each run asks it for one epoch. It warms up as it starts."""
     command = [sys.executable, "-m", "benchmarks.torch_epoch", "--arrays", arrays_path,
                "--threads", str(threads)] + (["--compile"] if compile else [])
+    command += ["--autocast"] if autocast else []
     process = subprocess.Popen(command, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
@@ -192,14 +195,14 @@ def pipeline_rates(name: str, data_dir: str, train_images: int = 0):
     return rates[0], statistics.median(rates[1:])  # later epochs: the middle of three
 
 
-def study_seconds(data_dir: str) -> dict:
-    """Wall seconds of ``python -m lenet_keras.train --exp all`` in a fresh process, and each
-    experiment's seconds from its metrics.json."""
+def study_seconds(data_dir: str, precision: str = "float32") -> dict:
+    """Wall seconds of ``python -m lenet_keras.train --exp all --precision P`` in a fresh process,
+    and each experiment's seconds and test accuracy from its metrics.json."""
     with tempfile.TemporaryDirectory() as model_dir:
         start = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "lenet_keras.train", "--exp", "all", "--data_dir", data_dir,
-             "--model_dir", model_dir],
+             "--model_dir", model_dir, "--precision", precision],
             check=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -210,4 +213,4 @@ def study_seconds(data_dir: str) -> dict:
                 metrics = json.load(f)
             epochs[name] = {"epoch_seconds": sum(metrics["epoch_seconds"]),
                             "test_accuracy": metrics["test_accuracy"]}
-    return {"wall": wall, "experiments": epochs}
+    return {"wall": wall, "precision": metrics["config"]["precision"], "experiments": epochs}

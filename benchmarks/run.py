@@ -1,4 +1,5 @@
-"""Training throughput of lenet_keras vs PyTorch, the FLOP bound, the input pipeline, the study.
+"""Training throughput of lenet_keras vs PyTorch, the FLOP bound, the input pipeline, the study,
+each Keras dtype policy against PyTorch in float32 and under its own bfloat16 autocast.
 
     pip install -e .[bench]          # torch==2.13.0, the peer
     python -m benchmarks.run         # writes benchmarks/BENCHMARKS.md and benchmarks/results.json
@@ -28,12 +29,33 @@ flags.DEFINE_integer("study_runs", 3, "Timed `train --exp all` runs (0: skip).")
 flags.DEFINE_boolean("attempts", True, "Also time the previous product setting (XLA), and the "
                      "PyTorch eager peer inside this (TensorFlow's) process.")
 flags.DEFINE_boolean("render_only", False, "Rewrite --out from the results.json beside it; measure nothing.")
+flags.DEFINE_list(
+    "precisions", ["float32", "mixed_bfloat16"],
+    "Keras policies to time (product settings) and to run the study under; float32 and what "
+    "--precision auto resolves to here are always included. mixed_float16 is left out by default: "
+    "a CPU without AVX512-FP16 emulates float16, several times slower than float32 (MEASUREMENTS.md).")
 flags.DEFINE_integer("torch_threads", 0, "PyTorch intra-op threads (0: its default, one per core). "
                      "On a machine shared with other jobs, 1 avoids OpenMP's collapse under contention.")
 
 
-def contenders(data_dir: str, train_images: int, attempts: bool, scratch: str):
-    """name -> runner, and the per-experiment Keras runners; ``scratch`` holds the peer's arrays."""
+def keras_policies() -> tuple:
+    """(the Keras policies to measure, float32 first; auto's Choice here)."""
+    from lenet_keras.config import PRECISIONS
+    from lenet_keras.errors import UserError
+    from lenet_keras.training import precision
+
+    unknown = sorted(set(FLAGS.precisions) - set(PRECISIONS))
+    if unknown:
+        raise UserError(f"--precisions {unknown} are not Keras policies: choose from {PRECISIONS}")
+    auto = precision.resolve("auto")
+    policies = ["float32"] + [p for p in PRECISIONS if p != "float32" and (
+        p in FLAGS.precisions or p == auto.policy)]
+    return policies, auto
+
+
+def contenders(data_dir: str, train_images: int, attempts: bool, scratch: str, policies):
+    """name -> runner, name -> its precision, and the per-experiment (float32) Keras runners;
+    ``scratch`` holds the peer's arrays."""
     from benchmarks import measure
 
     product = measure.keras_runner("vanilla", data_dir, train_images)
@@ -44,12 +66,17 @@ def contenders(data_dir: str, train_images: int, attempts: bool, scratch: str):
     runners = {
         f"Keras fit, product settings (steps_per_execution={spe}, jit_compile={jit}, "
         f"oneDNN {'on' if onednn else 'off'})": product,
-        # TensorFlow's own defaults on a CPU without AVX-512 VNNI/BF16 or AMX: Eigen kernels.
-        "Keras fit, seed settings (steps_per_execution=1, jit_compile=False, oneDNN off)":
-            measure.keras_process_runner("vanilla", data_dir, train_images,
-                                         env={"TF_ENABLE_ONEDNN_OPTS": "0"},
-                                         steps_per_execution=1, jit_compile=False),
     }
+    precision_of = {}
+    for policy in policies[1:]:
+        runners[f"Keras fit, product settings, {policy}"] = measure.keras_runner(
+            "vanilla", data_dir, train_images, precision=policy)
+        precision_of[f"Keras fit, product settings, {policy}"] = policy
+    # TensorFlow's own defaults on a CPU without AVX-512 VNNI/BF16 or AMX: Eigen kernels.
+    runners["Keras fit, seed settings (steps_per_execution=1, jit_compile=False, oneDNN off)"] = (
+        measure.keras_process_runner("vanilla", data_dir, train_images,
+                                     env={"TF_ENABLE_ONEDNN_OPTS": "0"},
+                                     steps_per_execution=1, jit_compile=False))
     if attempts:
         # The previous product setting: XLA's CPU convolutions are Eigen's whatever oneDNN says.
         runners[f"Keras fit, steps_per_execution={spe}, jit_compile=True (XLA)"] = measure.keras_runner(
@@ -63,10 +90,15 @@ def contenders(data_dir: str, train_images: int, attempts: bool, scratch: str):
 
     if FLAGS.torch_threads:
         torch.set_num_threads(FLAGS.torch_threads)
-    # The peers run as a PyTorch user runs them: in processes that never import TensorFlow.
+    # The peers run as a PyTorch user runs them: in processes that never import TensorFlow; each
+    # in float32 and under its own mixed precision (autocast to bfloat16), so Keras meets it at its best.
     for compile, kind in ((False, "eager"), (True, "torch.compile")):
-        runners[f"PyTorch {torch.__version__} {kind}"] = measure.torch_process_runner(
-            arrays, compile, FLAGS.torch_threads)
+        for autocast in (False, True):
+            name = f"PyTorch {torch.__version__} {kind}" + (", autocast bfloat16" if autocast else "")
+            runners[name] = measure.torch_process_runner(arrays, compile, FLAGS.torch_threads,
+                                                         autocast)
+            if autocast:
+                precision_of[name] = "autocast bfloat16"
     if attempts:
         # For reference: the same eager peer inside this process, where TensorFlow came first.
         runners[f"PyTorch {torch.__version__} eager in the benchmark's TensorFlow process"] = (
@@ -75,7 +107,7 @@ def contenders(data_dir: str, train_images: int, attempts: bool, scratch: str):
     for name in ("tuned", "transfer"):
         per_experiment[name] = measure.keras_runner(name, data_dir, train_images)
         runners[f"Keras fit, product settings, {name}"] = per_experiment[name]
-    return runners, per_experiment
+    return runners, precision_of, per_experiment
 
 
 def main(argv):
@@ -115,11 +147,12 @@ def main(argv):
 def measure_all() -> dict:
     from benchmarks import flops, machine, measure, stats
 
+    policies, auto = keras_policies()
     data_dir = os.path.expanduser(FLAGS.data_dir)
     measure.prepare_data(data_dir)
     results = {"machine_before": machine.describe(), "flags": {
         "repeats": FLAGS.repeats, "train_images": FLAGS.train_images, "study_runs": FLAGS.study_runs,
-        "torch_threads": FLAGS.torch_threads}}
+        "torch_threads": FLAGS.torch_threads, "precisions": policies}, "auto": auto.to_dict()}
     print("pipelines", flush=True)
     pipes = {"vanilla": [], "transfer": []}
     for _ in range(FLAGS.repeats):
@@ -130,7 +163,8 @@ def measure_all() -> dict:
 
     print("warming up the contenders", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
-        runners, per_experiment = contenders(data_dir, FLAGS.train_images, FLAGS.attempts, scratch)
+        runners, precision_of, per_experiment = contenders(data_dir, FLAGS.train_images,
+                                                           FLAGS.attempts, scratch, policies)
         for run in runners.values():
             if not getattr(run, "warms_itself", False):
                 run()
@@ -146,6 +180,7 @@ def measure_all() -> dict:
     results["matmul_gflops"] = stats.summary(matmul)
     results["training"] = {name: stats.summary(v) for name, v in rates.items()}
     results["rounds"] = rates
+    results["training_precision"] = precision_of  # rows not named here are float32
     results["flops"] = {name: flops.training_flops_per_image(run.model)
                         for name, run in per_experiment.items()}
     results["bound_names"] = {name: next(k for k, r in runners.items() if r is run)
@@ -154,8 +189,9 @@ def measure_all() -> dict:
 
     study = []
     for i in range(FLAGS.study_runs):
-        print(f"study run {i + 1}/{FLAGS.study_runs}", flush=True)
-        study.append(measure.study_seconds(data_dir))
+        for policy in policies:  # interleaved, as the training rounds are
+            print(f"study run {i + 1}/{FLAGS.study_runs}, {policy}", flush=True)
+            study.append(measure.study_seconds(data_dir, policy))
     results["study"] = study
     results["machine_after"] = machine.describe()  # after set_num_threads: the threads torch used
     return results

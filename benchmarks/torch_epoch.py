@@ -1,6 +1,6 @@
 """The PyTorch peer in a process of its own, as a PyTorch user runs it: TensorFlow is never imported.
 
-    python -m benchmarks.torch_epoch --arrays ARRAYS.npz [--compile] [--threads N]
+    python -m benchmarks.torch_epoch --arrays ARRAYS.npz [--compile] [--autocast] [--threads N]
 
 Why a process of its own: run alone, PyTorch eager takes ~700 minor page faults per training step
 (glibc hands each step's freed activation memory back to the kernel, and the next step faults it in
@@ -25,6 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arrays", required=True)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--autocast", action="store_true", help="torch.autocast to bfloat16")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
     import numpy as np
@@ -36,7 +37,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     with np.load(args.arrays) as arrays:
         images, labels = arrays["images"], arrays["labels"]
-    trainer = Trainer(compile=args.compile)
+    trainer = Trainer(compile=args.compile, autocast=args.autocast)
     trainer.epoch(images[:1280], labels[:1280])  # torch.compile compiles here, outside the timing
     if "tensorflow" in sys.modules:
         raise SystemExit("error: TensorFlow was imported into the PyTorch peer's process")

@@ -1,9 +1,12 @@
-"""The peer: the same LeNet-5 trained in PyTorch, eager and with torch.compile.
+"""The peer: the same LeNet-5 trained in PyTorch, eager and with torch.compile, float32 or autocast.
 
 Same layers as ``lenet_keras.models.build_lenet5`` (conv 6@5x5, pool, conv 16@5x5, pool, dense
 hidden..., dense classes), batch 64, Adam (Keras's epsilon), uint8 NHWC input scaled inside the step,
 and the same per-step training metrics Keras keeps (mean loss, top-1 and top-5 hits), read once per
-epoch. Imported lazily: torch is a ``bench`` extra, never a runtime dependency.
+epoch. ``autocast=True`` is PyTorch's own mixed precision, as its AMP recipe runs it: the forward
+pass and loss under ``torch.autocast(device, dtype=torch.bfloat16)`` (convolutions and matmuls in
+bfloat16, the loss in float32), backward and Adam outside it on float32 parameters. Imported lazily:
+torch is a ``bench`` extra, never a runtime dependency.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ class Trainer:
 
     def __init__(self, num_classes=100, activation="tanh", pooling="average", hidden_units=(120, 84),
                  batch_norm=False, batch_size=64, learning_rate=1e-3, compile=False, device="cpu",
-                 seed=0):
+                 seed=0, autocast=False):
         import torch
 
         torch.manual_seed(seed)
@@ -44,6 +47,7 @@ class Trainer:
         self.model = build(num_classes, activation, pooling, hidden_units, batch_norm).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate, eps=1e-7)
         self.loss_fn = torch.nn.CrossEntropyLoss()
+        self.autocast = autocast
         step = self._step
         if compile:
             step = torch.compile(step)
@@ -51,8 +55,9 @@ class Trainer:
 
     def _step(self, images, labels, totals):
         x = images.permute(0, 3, 1, 2).float() / 255.0
-        logits = self.model(x)
-        loss = self.loss_fn(logits, labels)
+        with self.torch.autocast(self.device.type, dtype=self.torch.bfloat16, enabled=self.autocast):
+            logits = self.model(x)
+            loss = self.loss_fn(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
