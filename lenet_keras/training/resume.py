@@ -20,6 +20,7 @@ land on one consistent state.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from typing import Optional
@@ -225,10 +226,14 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
 
 
 class StopOnNaN(keras.callbacks.TerminateOnNaN):
-    """Keras's TerminateOnNaN, raising an error that says what happened and what was kept."""
+    """Keras's TerminateOnNaN check, raising an error that says what happened and what was kept.
+
+    Keras 3.13's ``raise_error=True`` would raise without that message, and Keras 3.12 (the newest
+    on Python 3.10) has no such option: the check is TerminateOnNaN's, the raise is ours.
+    """
 
     def __init__(self, state: RunState):
-        super().__init__(raise_error=True)
+        super().__init__()
         self.state = state
         self._epoch = 0
 
@@ -236,11 +241,10 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
         self._epoch = epoch
 
     def on_batch_end(self, batch, logs=None):
-        try:
-            super().on_batch_end(batch, logs)
-        except RuntimeError:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
             raise UserError(
                 f"{self.state.name}: the loss became NaN/Inf in epoch {self._epoch + 1}, batch "
                 f"{batch + 1}, so training stopped; {self.state.where_best()}. Lower "
                 "--learning_rate and rerun with --fresh"
-            ) from None
+            )
