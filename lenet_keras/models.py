@@ -33,7 +33,8 @@ class LossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
     skipped for non-finite gradients; resuming reads the epoch off ``iterations``
     (training.resume), so a run with a skipped step would resume at the wrong epoch. This one
     counts every step in the wrapper's own ``iterations`` variable, which Keras creates, saves and
-    restores but never advances; the inner optimizer (Adam's bias correction) is unchanged.
+    restores but never advances; the inner optimizer (Adam's bias correction) is unchanged. (On
+    TensorFlow, which trains here; JAX's stateless path would not count.)
     """
 
     @property
