@@ -14,6 +14,8 @@ from lenet_keras.errors import UserError
 ACTIVATIONS = ("tanh", "relu")
 POOLINGS = ("average", "max")
 FREEZE_POLICIES = ("none", "all_but_head")
+# Keras dtype policies; `--precision auto` is resolved to one of them (lenet_keras.training.precision).
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +47,9 @@ class ExperimentConfig:
     # (on by default through lenet_keras/__init__.py) the unfused step ran 2x faster than the fused
     # one on a 2-core AVX2 CPU (benchmarks/ATTEMPTS.md). On a GPU turn it on.
     jit_compile: bool = False
+    # Keras dtype policy of every layer but the float32 head. The 16-bit policies change the numbers:
+    # runs under different policies are not comparable bit for bit (docs/performance.md).
+    precision: str = "float32"
     epochs: int = 10
     seed: int = 42
     # Transfer: start from another experiment's trained model and train only a new head.
@@ -68,6 +73,8 @@ class ExperimentConfig:
             raise UserError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.pooling not in POOLINGS:
             raise UserError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.freeze not in FREEZE_POLICIES:
             raise UserError(f"freeze must be one of {FREEZE_POLICIES}, got {self.freeze!r}")
         if not self.hidden_units or any(int(u) <= 0 for u in self.hidden_units):

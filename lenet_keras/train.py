@@ -58,6 +58,12 @@ flags.DEFINE_string(
     "tuned (or all): a best_hyperparameters.json from `python -m lenet_keras.tune`; its "
     "architecture and learning rate replace the tuned experiment's (other flags still override).",
 )
+flags.DEFINE_string(
+    "precision", "float32",
+    "Keras dtype policy: float32 (the study's numbers; the default), mixed_bfloat16, "
+    "mixed_float16 (GPUs; with loss scaling) or auto (mixed_bfloat16 where the CPU or GPU computes "
+    "bfloat16 natively, else float32; logs which and why). See docs/performance.md.",
+)
 
 
 def resolve_configs(exp: str):
@@ -98,7 +104,10 @@ def main() -> None:
         from lenet_keras.training import distribute
 
         strategy = distribute.resolve_strategy(FLAGS.strategy)
-    configs = resolve_configs(FLAGS.exp)
+    from lenet_keras.training import precision
+
+    choice = precision.resolve(FLAGS.precision)  # `auto` logs the policy it picks and why
+    configs = [c.replace(precision=choice.policy) for c in resolve_configs(FLAGS.exp)]
     from lenet_keras.reporting.runs import Run
     from lenet_keras.reporting.tables import comparison_table
     from lenet_keras.training import distribute
@@ -130,7 +139,7 @@ def main() -> None:
             metrics = kept[i]
         else:
             metrics = run_experiment(config, FLAGS.data_dir, FLAGS.model_dir, source_model=source,
-                                     strategy=strategy, fresh=FLAGS.fresh,
+                                     strategy=strategy, fresh=FLAGS.fresh, precision_choice=choice,
                                      verbose=cli.keras_verbosity())
         logging.info("%s: test accuracy %.4f (top-5 %.4f), best val %.4f at epoch %d",
                      config.name, metrics["test_accuracy"], metrics["test_top5_accuracy"],

@@ -52,9 +52,12 @@ flags.DEFINE_list(
 )
 flags.DEFINE_integer("tf_threads", 0, "TensorFlow intra-op threads of this process (0: TF's "
                      "default, one per core); --parallel_trials sets it for its workers.")
+flags.DEFINE_string("precision", "float32", "Keras dtype policy of every trial: float32, "
+                    "mixed_bfloat16, mixed_float16 or auto, as for train (docs/performance.md).")
 
 # The flags a --parallel_trials launch hands on to its chief and workers.
-SEARCH_FLAGS = ("data_dir", "tune_dir", "tuner", "max_trials", "max_epochs", "factor", "seed")
+SEARCH_FLAGS = ("data_dir", "tune_dir", "tuner", "max_trials", "max_epochs", "factor", "seed",
+                "precision")
 
 
 def run() -> str:
@@ -70,7 +73,7 @@ def run() -> str:
         tf.config.threading.set_inter_op_parallelism_threads(1)
         logging.info("%d TensorFlow thread(s)", FLAGS.tf_threads)
 
-    config = experiments.get_config("tuned").replace(seed=FLAGS.seed)
+    config = experiments.get_config("tuned").replace(seed=FLAGS.seed, precision=FLAGS.precision)
     keras.utils.set_random_seed(config.seed)
     splits = data.load_splits(config, FLAGS.data_dir)
     tuner = tuning.make_tuner(
@@ -102,6 +105,10 @@ def main() -> None:
                         f"--tf_threads 0 or more (got {FLAGS.tf_threads})")
     if FLAGS.parallel_trials > 1 and FLAGS.worker_ids:
         raise UserError("--parallel_trials names its own workers: leave out --worker_ids")
+    from lenet_keras.training import precision
+
+    # Resolved once, here (auto logs its choice): --parallel_trials hands workers the concrete policy.
+    FLAGS.precision = precision.resolve(FLAGS.precision).policy
     print(launch(FLAGS.parallel_trials) if FLAGS.parallel_trials > 1 else run())
 
 

@@ -9,7 +9,8 @@ dependency. Attributes used:
 - ``hyperparameters``: keras-tuner HyperParameters, or their ``get_config()`` dict as TFX passes;
 - ``train_steps`` / ``eval_steps``: see run_fn / tuner_fn;
 - ``base_model``: TFX's warm-start model, used by transfer as its source model;
-- ``custom_config``: ``data_dir`` (TFDS), and for tuner_fn ``tuner``, ``max_trials``, ``max_epochs``;
+- ``custom_config``: ``data_dir`` (TFDS), ``precision`` (as ``--precision``, default float32), and
+  for tuner_fn ``tuner``, ``max_trials``, ``max_epochs``;
 - ``train_files`` / ``eval_files``: must be absent or empty, data always comes through TFDS.
 """
 
@@ -24,6 +25,7 @@ from lenet_keras.config import ExperimentConfig
 from lenet_keras.data import tfds_source
 from lenet_keras.errors import UserError
 from lenet_keras.search import space
+from lenet_keras.training import precision
 
 # The shape of tfx.components.TunerFnResult, without importing TFX.
 TunerFnResult = collections.namedtuple("TunerFnResult", ["tuner", "fit_kwargs"])
@@ -31,6 +33,10 @@ TunerFnResult = collections.namedtuple("TunerFnResult", ["tuner", "fit_kwargs"])
 
 def _custom_config(fn_args) -> dict:
     return dict(getattr(fn_args, "custom_config", None) or {})
+
+
+def _precision(fn_args) -> precision.Choice:
+    return precision.resolve(_custom_config(fn_args).get("precision", "float32"))
 
 
 def _check_no_example_files(fn_args) -> None:
@@ -62,6 +68,8 @@ def run_fn(config: ExperimentConfig, fn_args) -> dict:
 
     _check_no_example_files(fn_args)
     data_dir = _custom_config(fn_args).get("data_dir")
+    choice = _precision(fn_args)
+    config = config.replace(precision=choice.policy)
     if getattr(fn_args, "hyperparameters", None) is not None:
         config = space.apply(config, fn_args.hyperparameters)
     train_steps = getattr(fn_args, "train_steps", None)
@@ -71,7 +79,8 @@ def run_fn(config: ExperimentConfig, fn_args) -> dict:
     if not model_dir or not getattr(fn_args, "serving_model_dir", None):
         raise UserError("fn_args needs working_dir and serving_model_dir")
     metrics = run_experiment(
-        config, data_dir, model_dir, source_model=getattr(fn_args, "base_model", None)
+        config, data_dir, model_dir, source_model=getattr(fn_args, "base_model", None),
+        precision_choice=choice,
     )
     model, class_names = load_trained(
         os.path.join(experiment_dir(model_dir, config.name), MODEL_FILE))
@@ -90,6 +99,7 @@ def tuner_fn(config: ExperimentConfig, fn_args) -> TunerFnResult:
 
     _check_no_example_files(fn_args)
     custom = _custom_config(fn_args)
+    config = config.replace(precision=_precision(fn_args).policy)
     splits = data.load_splits(config, custom.get("data_dir"))
     max_epochs = int(custom.get("max_epochs", config.epochs))
     tuner = tuning.make_tuner(

@@ -23,7 +23,7 @@ from lenet_keras import data, models
 from lenet_keras.config import ExperimentConfig
 from lenet_keras.data import tfds_source
 from lenet_keras.errors import UserError
-from lenet_keras.training import atomic, distribute, resume, runlock
+from lenet_keras.training import atomic, distribute, precision, resume, runlock
 from lenet_keras.training.artifacts import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -83,7 +83,7 @@ def build_model(config: ExperimentConfig, num_classes: int, source_model: Option
             f"trained by `--exp {config.source_experiment}` (or any "
             f"{config.image_size}x{config.image_size}x3 image classifier)"
         )
-    return models.build_transfer_model(source, num_classes, config.freeze)
+    return models.build_transfer_model(source, num_classes, config.freeze, config.precision)
 
 
 def _data_loss_reason(exc: tf.errors.DataLossError) -> str:
@@ -119,10 +119,12 @@ def run_experiment(
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
     strategy: Optional[tf.distribute.Strategy] = None,
     fresh: bool = False,
+    precision_choice: Optional[precision.Choice] = None,
 ) -> dict:
     """Trains ``config``, evaluates the best-validation weights on test; returns metrics.json's dict.
 
     Resumes an unfinished run of the same config in ``model_dir`` unless ``fresh``.
+    ``precision_choice``: how ``--precision`` became ``config.precision``, for metrics.json.
     """
     # Under a strategy (lenet_keras.training.distribute) config.batch_size is the global batch.
     strategy = strategy or tf.distribute.get_strategy()
@@ -131,11 +133,11 @@ def run_experiment(
     exp_dir = distribute.write_dir(experiment_dir(model_dir, config.name), strategy, (STAGING,))
     with runlock.RunLock(exp_dir):
         return _run_locked(config, data_dir, model_dir, exp_dir, source_model, verbose,
-                           extra_callbacks, strategy, fresh)
+                           extra_callbacks, strategy, fresh, precision_choice)
 
 
 def _run_locked(config, data_dir, model_dir, exp_dir, source_model, verbose, extra_callbacks,
-                strategy, fresh) -> dict:
+                strategy, fresh, precision_choice=None) -> dict:
     keras.utils.set_random_seed(config.seed)
     if config.source_experiment is not None:
         source_model = source_model or default_source_model(model_dir, config)
@@ -213,6 +215,8 @@ def _run_locked(config, data_dir, model_dir, exp_dir, source_model, verbose, ext
         "class_names": splits.class_names,
         "source_model": source_model,
         "distribution": distribute.describe(strategy),
+        "precision": (precision_choice or precision.Choice(config.precision, config.precision,
+                                                            "the experiment's setting")).to_dict(),
         "config": config.to_dict(),
     }
     if coarse is not None:
