@@ -357,3 +357,12 @@ def test_a_worker_told_to_wait_asks_again_after_a_pause(monkeypatch):
     assert slept == [tuning.IDLE_WAIT_S]
     assert oracle.create_trial("tuner0").status == kt.engine.trial.TrialStatus.RUNNING
     assert slept == [tuning.IDLE_WAIT_S]
+
+
+def test_a_search_resumes_only_under_the_precision_it_began_with(splits, tmp_path):
+    tuning.make_tuner("random", CONFIG, splits.num_classes, str(tmp_path), max_trials=1)
+    bf16 = CONFIG.replace(precision="mixed_bfloat16")
+    with pytest.raises(UserError, match="precision.*--overwrite"):
+        tuning.make_tuner("random", bf16, splits.num_classes, str(tmp_path), max_trials=1)
+    tuning.make_tuner("random", bf16, splits.num_classes, str(tmp_path / "b"), max_trials=1)
+    assert json.load(open(tmp_path / "b" / tuning.SEARCH_FILE))["precision"] == "mixed_bfloat16"

@@ -65,7 +65,7 @@ def make_tuner(
             "only the chief (KERASTUNER_TUNER_ID=chief) with --overwrite, the workers without it"
         )
     durable.write_state_atomically()
-    _check_same_search(directory, kind, max_epochs, factor, overwrite)
+    _check_same_search(directory, kind, max_epochs, factor, base_config.precision, overwrite)
 
     def build(hp):
         return space.build_hypermodel(hp, num_classes, base_config)
@@ -124,10 +124,12 @@ def clear_search(directory: str) -> None:
             os.remove(os.path.join(directory, name))
 
 
-def _check_same_search(directory, kind, max_epochs, factor, overwrite) -> None:
+def _check_same_search(directory, kind, max_epochs, factor, precision, overwrite) -> None:
     search = {"tuner": kind, "max_epochs": max_epochs}
     if kind == "hyperband":
         search["factor"] = factor
+    if precision != "float32":  # a float32 search is one written before the field existed
+        search["precision"] = precision
     path = os.path.join(directory, SEARCH_FILE)
     if overwrite:
         clear_search(directory)
