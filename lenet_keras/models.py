@@ -131,12 +131,24 @@ def compile_classifier(
     return model
 
 
+# Where an exported SavedModel keeps the Keras model it serves (TF Serving ignores assets.extra/
+# but for warm-up records), so that TFX's Trainer can start from an upstream Trainer's SavedModel.
+KERAS_IN_SAVED_MODEL = os.path.join("assets.extra", "model.keras")
+
+
 def load_classifier(path: str) -> keras.Model:
-    """A trained image classifier from a ``.keras`` file, or UserError saying why it can't be one.
+    """A trained image classifier from a ``.keras`` file, or from a SavedModel folder that
+    ``lenet_keras`` exported (TFX's ``base_model``); UserError saying why it can't be one.
 
     A classifier here takes one batch of square RGB images, shape (None, size, size, 3), and gives
     one probability vector per image.
     """
+    if os.path.isdir(path):
+        inside = os.path.join(path, KERAS_IN_SAVED_MODEL)
+        if not os.path.isfile(inside):
+            raise UserError(f"{path} is a folder without {KERAS_IN_SAVED_MODEL}: pass a .keras "
+                            "model, or a SavedModel exported by lenet_keras (export or TFX run_fn)")
+        path = inside
     if not os.path.isfile(path):
         raise UserError(f"no trained model at {path}: train it first "
                         "(python -m lenet_keras.train --exp ...) or pass another path")

@@ -11,13 +11,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import run_cli
 
 from lenet_keras import models
 from lenet_keras.data.pipeline import resize_images
 from lenet_keras.errors import UserError
 from lenet_keras.serving import export
 from lenet_keras.serving import load as serving
+from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +221,11 @@ def test_export_trained_names_any_keras_file_after_its_folder(trained_dir, tmp_p
     path = export.export_trained(None, "unused", str(tmp_path),
                                  source_model=os.path.join(trained_dir, "vanilla", "model.keras"))
     assert path == os.path.join(str(tmp_path), "lenet_vanilla", "1")
+
+
+def test_a_version_carries_its_keras_model_to_transfer_from(tuned, exported):
+    model, _, _ = tuned
+    inside = models.load_classifier(exported[1])  # the folder, as TFX's base_model
+    assert inside.to_json() == model.to_json()
+    for a, b in zip(inside.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -31,10 +31,14 @@ def existing_versions(model_base: str) -> List[int]:
 
 
 def write_saved_model(model, class_names: Sequence[str], folder: str) -> None:
-    """The serving contract's SavedModel of ``model``, written into the new folder ``folder``.
+    """The serving contract's SavedModel of ``model``, written into the new folder ``folder``,
+    with the Keras model itself kept at ``models.KERAS_IN_SAVED_MODEL`` (to transfer from).
 
     ``folder`` appears complete or not at all: it is written beside under a hidden name and renamed.
+    An empty ``folder`` (one TFX made for the run's output) is replaced.
     """
+    if os.path.isdir(folder) and not os.listdir(folder):
+        os.rmdir(folder)
     parent = os.path.dirname(os.path.abspath(folder))
     try:
         os.makedirs(parent, exist_ok=True)
@@ -46,6 +50,9 @@ def write_saved_model(model, class_names: Sequence[str], folder: str) -> None:
         try:
             build_archive(model, class_names, models.image_size_of(model)).write_out(
                 staging, verbose=False)
+            keras_copy = os.path.join(staging, models.KERAS_IN_SAVED_MODEL)
+            os.makedirs(os.path.dirname(keras_copy), exist_ok=True)
+            model.save(keras_copy)
         except OSError as exc:
             raise UserError(f"writing the SavedModel under {parent} failed ({exc.strerror}): "
                             "free some space or choose another --export_base") from None

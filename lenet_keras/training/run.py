@@ -22,6 +22,7 @@ from absl import logging
 from lenet_keras import data, models
 from lenet_keras.config import ExperimentConfig
 from lenet_keras.data import tfds_source
+from lenet_keras.data.pipeline import Splits
 from lenet_keras.errors import UserError
 from lenet_keras.training import atomic, distribute, precision, resume, runlock
 from lenet_keras.training.artifacts import (
@@ -110,6 +111,10 @@ def _predict_test(model: keras.Model, test: tf.data.Dataset) -> dict:
     }
 
 
+def _number(value) -> Optional[float]:
+    return None if value is None else float(value)
+
+
 def run_experiment(
     config: ExperimentConfig,
     data_dir: Optional[str] = None,
@@ -120,11 +125,14 @@ def run_experiment(
     strategy: Optional[tf.distribute.Strategy] = None,
     fresh: bool = False,
     precision_choice: Optional[precision.Choice] = None,
+    splits: Optional[Splits] = None,
 ) -> dict:
     """Trains ``config``, evaluates the best-validation weights on test; returns metrics.json's dict.
 
     Resumes an unfinished run of the same config in ``model_dir`` unless ``fresh``.
     ``precision_choice``: how ``--precision`` became ``config.precision``, for metrics.json.
+    ``splits``: the data, when it does not come from ``config``'s source (TFX's ExampleGen files);
+    without a test split nothing is evaluated on test and no predictions.npz is written.
     """
     # Under a strategy (lenet_keras.training.distribute) config.batch_size is the global batch.
     strategy = strategy or tf.distribute.get_strategy()
@@ -133,11 +141,11 @@ def run_experiment(
     exp_dir = distribute.write_dir(experiment_dir(model_dir, config.name), strategy, (STAGING,))
     with runlock.RunLock(exp_dir):
         return _run_locked(config, data_dir, model_dir, exp_dir, source_model, verbose,
-                           extra_callbacks, strategy, fresh, precision_choice)
+                           extra_callbacks, strategy, fresh, precision_choice, splits)
 
 
 def _run_locked(config, data_dir, model_dir, exp_dir, source_model, verbose, extra_callbacks,
-                strategy, fresh, precision_choice=None) -> dict:
+                strategy, fresh, precision_choice=None, splits=None) -> dict:
     keras.utils.set_random_seed(config.seed)
     if config.source_experiment is not None:
         source_model = source_model or default_source_model(model_dir, config)
@@ -145,7 +153,9 @@ def _run_locked(config, data_dir, model_dir, exp_dir, source_model, verbose, ext
     state = resume.RunState(exp_dir, config, fresh=fresh)
     staging = state.staging
 
-    splits = data.load_splits(config, data_dir)
+    from_config = splits is None
+    if from_config:
+        splits = data.load_splits(config, data_dir)
     with strategy.scope():
         model = build_model(config, splits.num_classes, source_model)
         models.compile_from_config(model, config)
@@ -180,9 +190,12 @@ def _run_locked(config, data_dir, model_dir, exp_dir, source_model, verbose, ext
             shuffle=False,  # the tf.data pipeline shuffles, with the experiment's seed
         )
         best = keras.models.load_model(state.best_model_path)
-        test = best.evaluate(splits.test, return_dict=True, verbose=0)
-        predictions = _predict_test(best, splits.test)
-        coarse = data.coarse_labels(config, data_dir)
+        test, predictions, coarse = {}, None, None
+        if splits.test is not None:
+            test = best.evaluate(splits.test, return_dict=True, verbose=0)
+            predictions = _predict_test(best, splits.test)
+        if from_config and predictions is not None:
+            coarse = data.coarse_labels(config, data_dir)
     except tf.errors.DataLossError as exc:
         raise UserError(
             f"the prepared {config.dataset} data is corrupt or truncated ({_data_loss_reason(exc)}): "
@@ -199,9 +212,10 @@ def _run_locked(config, data_dir, model_dir, exp_dir, source_model, verbose, ext
     metrics = {
         "experiment": config.name,
         "dataset": config.dataset,
-        "test_accuracy": float(test["accuracy"]),
-        "test_top5_accuracy": float(test["top5_accuracy"]),
-        "test_loss": float(test["loss"]),
+        # None without a test split (a TFX Trainer not given one).
+        "test_accuracy": _number(test.get("accuracy")),
+        "test_top5_accuracy": _number(test.get("top5_accuracy")),
+        "test_loss": _number(test.get("loss")),
         "best_val_accuracy": max(val_acc),
         "best_epoch": best_epoch,
         "epochs_run": len(val_acc),
@@ -223,12 +237,16 @@ def _run_locked(config, data_dir, model_dir, exp_dir, source_model, verbose, ext
         test_coarse, metrics["coarse_class_names"], fine_to_coarse = coarse
         predictions.update(coarse_labels=test_coarse, fine_to_coarse=fine_to_coarse)
     try:
-        np.savez_compressed(os.path.join(staging, PREDICTIONS_FILE), **predictions)
+        published = PUBLISHED
+        if predictions is None:
+            published = tuple(name for name in PUBLISHED if name != PREDICTIONS_FILE)
+        else:
+            np.savez_compressed(os.path.join(staging, PREDICTIONS_FILE), **predictions)
         atomic.write_json(os.path.join(staging, CONFIG_FILE), config.to_dict())
         atomic.write_json(os.path.join(staging, METRICS_FILE), metrics)
         # The model goes first and metrics.json last: metrics.json present means its run finished.
-        # A kill in between leaves staging and the backup, so the rerun publishes all four again.
-        for name in PUBLISHED:
+        # A kill in between leaves staging and the backup, so the rerun publishes them all again.
+        for name in published:
             atomic.publish(os.path.join(staging, name), os.path.join(exp_dir, name))
     except OSError as exc:
         raise state.write_error(exc) from None

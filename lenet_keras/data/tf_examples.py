@@ -1,0 +1,85 @@
+"""TFRecords of tf.Example as a data source: what a TFX ExampleGen hands a Trainer or Tuner.
+
+Each record holds ``image`` (encoded PNG/JPEG bytes) and ``label`` (int64), the features TFDS
+writes for CIFAR-100 and STL-10, so ImportExampleGen can ingest prepared TFDS files as they are.
+Records are decoded by ``pipeline.decode_image``, resized by ``pipeline.resize_images``, cached,
+then shuffled and batched by ``pipeline.batched``: the TFDS source's pipeline, from other files.
+Files ending in ``.gz`` (ExampleGen's output) are read as GZIP, others as plain TFRecords.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import tensorflow as tf
+
+from lenet_keras.data.pipeline import SHUFFLE_BUFFER, Splits, batched, decode_image, to_pairs
+from lenet_keras.errors import UserError, first_line
+
+FEATURES = {
+    "image": tf.io.FixedLenFeature([], tf.string),
+    "label": tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+def _files(patterns: Sequence[str], what: str) -> List[str]:
+    files = sorted({path for pattern in patterns for path in tf.io.gfile.glob(pattern)})
+    if not files:
+        raise UserError(f"no {what} files match {list(patterns)}: point the run at ExampleGen's "
+                        "output (Split-<name>/*.gz) or at TFRecord files of tf.Example")
+    return files
+
+
+def _records(files: List[str]) -> tf.data.Dataset:
+    compressed = {path.endswith(".gz") for path in files}
+    if len(compressed) > 1:
+        raise UserError(f"{files[0]} and others mix .gz and plain TFRecord files: keep one kind")
+    return tf.data.TFRecordDataset(files, compression_type="GZIP" if compressed.pop() else "")
+
+
+def _count(files: List[str], what: str) -> int:
+    try:
+        return int(_records(files).reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+    except tf.errors.OpError as exc:
+        raise UserError(f"cannot read the {what} TFRecords {files[0]}... ({first_line(exc)})") from None
+
+
+def _examples(files: List[str], image_size: int, size: int) -> tf.data.Dataset:
+    convert = to_pairs(image_size)
+
+    def parse(record):
+        example = tf.io.parse_single_example(record, FEATURES)
+        return convert({"image": decode_image(example["image"]), "label": example["label"]})
+
+    # A known size, as TFDS's datasets have, so fit knows an epoch's steps from the start.
+    return (_records(files).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+            .apply(tf.data.experimental.assert_cardinality(size)).cache())
+
+
+def load_splits(config, train_files: Sequence[str], eval_files: Sequence[str],
+                test_files: Optional[Sequence[str]], class_names: Sequence[str]) -> Splits:
+    """Batched train/val/test datasets of ``config`` read from files of tf.Example.
+
+    ``eval_files`` is the validation split (it picks the checkpoint); ``test_files``, if given,
+    is read only by the final evaluation.
+    """
+    parts = {"train": _files(train_files, "training"), "val": _files(eval_files, "validation")}
+    if test_files:
+        parts["test"] = _files(test_files, "test")
+    sizes = {name: _count(files, name) for name, files in parts.items()}
+    empty = [name for name, size in sizes.items() if size == 0]
+    if empty:
+        raise UserError(f"the {', '.join(empty)} TFRecords hold no examples: {parts[empty[0]]}")
+    data = {name: _examples(files, config.image_size, sizes[name]) for name, files in parts.items()}
+    train, val, test = batched(data["train"], data["val"], data.get("test"), config,
+                               min(SHUFFLE_BUFFER, sizes["train"]))
+    return Splits(
+        train=train,
+        val=val,
+        test=test,
+        num_classes=len(class_names),
+        class_names=list(class_names),
+        train_examples=sizes["train"],
+        val_examples=sizes["val"],
+        test_examples=sizes.get("test", 0),
+    )
