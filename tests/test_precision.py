@@ -13,7 +13,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import run_cli
 
 import experiments
 from experiments import vanilla as vanilla_module
@@ -22,6 +21,7 @@ from lenet_keras.config import PRECISIONS
 from lenet_keras.errors import UserError
 from lenet_keras.training import custom_loop, precision
 from lenet_keras.training.run import run_experiment
+from tests.conftest import run_cli
 
 AMX_XEON = {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "amx_int8"}
 ZEN4 = {"avx512f", "avx512_bf16", "avx512_vnni"}

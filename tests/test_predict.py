@@ -8,7 +8,6 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import assert_one_line_error, run_cli
 from PIL import Image
 
 from lenet_keras import models
@@ -17,6 +16,7 @@ from lenet_keras.errors import UserError
 from lenet_keras.serving import classify as predict
 from lenet_keras.serving import export
 from lenet_keras.serving import load as serving
+from tests.conftest import assert_one_line_error, run_cli
 
 
 @pytest.fixture(scope="module")

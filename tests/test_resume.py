@@ -20,13 +20,13 @@ import time
 
 import keras
 import pytest
-from conftest import REPO, assert_one_line_error, run_cli
 
 import experiments
 from lenet_keras.errors import UserError
 from lenet_keras.training import atomic, resume
 from lenet_keras.training.run import run_experiment
 from lenet_keras.training.study import Study
+from tests.conftest import REPO, assert_one_line_error, run_cli
 
 EPOCHS = 3
 TOLERANCE = 1e-6

@@ -10,12 +10,12 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, assert_one_line_error
 
 import experiments
 from lenet_keras.errors import UserError
 from lenet_keras.training.run import run_experiment
 from lenet_keras.training.runlock import LOCK_FILE, RunLock
+from tests.conftest import REPO, assert_one_line_error
 
 HOLD = ("import sys; from lenet_keras.training.runlock import RunLock; RunLock(sys.argv[1]).acquire(); "
         "print('held', flush=True); sys.stdin.read()")

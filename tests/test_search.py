@@ -8,7 +8,6 @@ import shutil
 import keras
 import keras_tuner as kt
 import pytest
-from conftest import assert_one_line_error, run_cli
 
 import experiments
 from lenet_keras import data
@@ -16,6 +15,7 @@ from lenet_keras.errors import UserError
 from lenet_keras.search import space as hparams
 from lenet_keras.search import tuner as tuning
 from lenet_keras.search.parallel import free_port, supervise
+from tests.conftest import assert_one_line_error, run_cli
 
 CONFIG = experiments.get_config("tuned")
 
@@ -161,7 +161,7 @@ def test_distributed_chief_and_two_workers(data_dir, tmp_path):
     import sys
     import time
 
-    from conftest import REPO
+    from tests.conftest import REPO
 
     tune_dir = str(tmp_path / "tune")
     args = [sys.executable, "-m", "lenet_keras.tune", "--tuner", "random", "--max_trials", "2",

@@ -1,0 +1,1 @@
+"""The test suite; a package so that its modules are found as tests.* (IPython ships a `tests` too)."""
