@@ -80,6 +80,32 @@ def sha(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
+def uninterrupted(tmp_path, module, args, out_flag):
+    """The command run once, unkilled, into tmp_path/reference: (the runs' folder, its wall seconds)."""
+    runs = str(tmp_path / "runs")
+    os.makedirs(runs)
+    start = time.monotonic()
+    reference = Run(runs, module, [*args, out_flag, str(tmp_path / "reference")])
+    assert reference.finish() == 0, reference.stderr[-3000:]
+    return runs, time.monotonic() - start
+
+
+def kill_by_plan(runs, module, args, plan, wall, rng, finished, trained_line=None):
+    """Runs the command once per plan entry, each run killed at its named instant (a hold point),
+    or after a seeded random delay (None). ``finished()``: {name: digest} of the work finished so
+    far, which no later run may change; ``trained_line(name)``: a log line no later run may print."""
+    for hold in plan:
+        before = finished()
+        run = Run(runs, module, args, hold=hold)
+        stopped = run.kill_when_held() if hold else run.kill_after(rng.uniform(1, 0.3 * wall))
+        assert stopped, (hold, run.stderr[-3000:])  # the work must not end before the plan does
+        after = finished()
+        for name, digest in before.items():  # finished work is never done again
+            assert after.get(name) == digest, (hold, name)
+            if trained_line is not None:
+                assert trained_line(name) not in run.stderr, (hold, name)
+
+
 # ---------------------------------------------------------------------------------------- study
 
 
@@ -116,12 +142,7 @@ def assert_same_run(metrics, reference):
 
 def test_study_killed_anywhere_ends_as_an_uninterrupted_one(data_dir, tmp_path):
     args = ["--exp", "all", "--epochs", "2", "--data_dir", data_dir]
-    runs = str(tmp_path / "runs")
-    os.makedirs(runs)
-    start = time.monotonic()
-    reference = Run(runs, "lenet_keras.train", [*args, "--model_dir", str(tmp_path / "reference")])
-    assert reference.finish() == 0, reference.stderr[-3000:]
-    wall = time.monotonic() - start
+    runs, wall = uninterrupted(tmp_path, "lenet_keras.train", args, "--model_dir")
 
     model_dir = str(tmp_path / "chaos")
     args += ["--model_dir", model_dir]
@@ -131,15 +152,8 @@ def test_study_killed_anywhere_ends_as_an_uninterrupted_one(data_dir, tmp_path):
     plan = ["load:vanilla", None, "epoch:vanilla:1", None, "evaluate:vanilla", "experiment:tuned",
             "build:tuned", None, "epoch:tuned:1", "publish:tuned", "experiment:transfer",
             "load:transfer", "epoch:transfer:1", "evaluate:transfer", "publish:transfer", "report"]
-    for hold in plan:
-        before = finished(model_dir)
-        run = Run(runs, "lenet_keras.train", args, hold=hold)
-        stopped = run.kill_when_held() if hold else run.kill_after(rng.uniform(1, 0.3 * wall))
-        assert stopped, (hold, run.stderr[-3000:])  # the study must not end before the plan does
-        after = finished(model_dir)
-        for name, digest in before.items():  # a finished experiment is never trained again
-            assert after.get(name) == digest, (hold, name)
-            assert f"training {name} on" not in run.stderr, (hold, name)
+    kill_by_plan(runs, "lenet_keras.train", args, plan, wall, rng, lambda: finished(model_dir),
+                 trained_line=lambda name: f"training {name} on")
     final = Run(runs, "lenet_keras.train", args)
     assert final.finish() == 0, final.stderr[-3000:]
     assert not os.path.exists(os.path.join(model_dir, ".study.json"))
@@ -183,26 +197,15 @@ def completed_trials(tune_dir):
 def test_search_killed_anywhere_ends_as_an_uninterrupted_one(data_dir, tmp_path):
     args = ["--tuner", "random", "--max_trials", "3", "--max_epochs", "2", "--seed", "5",
             "--data_dir", data_dir]
-    runs = str(tmp_path / "runs")
-    os.makedirs(runs)
-    start = time.monotonic()
-    reference = Run(runs, "lenet_keras.tune", [*args, "--tune_dir", str(tmp_path / "reference")])
-    assert reference.finish() == 0, reference.stderr[-3000:]
-    wall = time.monotonic() - start
+    runs, wall = uninterrupted(tmp_path, "lenet_keras.tune", args, "--tune_dir")
 
     tune_dir = str(tmp_path / "chaos")
     args += ["--tune_dir", tune_dir]
     rng = random.Random(7)
     plan = ["trial_epoch:0:1", None, "oracle_write:3", None, "checkpoint:1", "trial_epoch:2:0",
             "best"]
-    for hold in plan:
-        before = completed_trials(tune_dir)
-        run = Run(runs, "lenet_keras.tune", args, hold=hold)
-        stopped = run.kill_when_held() if hold else run.kill_after(rng.uniform(1, 0.3 * wall))
-        assert stopped, (hold, run.stderr[-3000:])  # the search must not end before the plan does
-        after = completed_trials(tune_dir)
-        for name, digest in before.items():  # a finished trial is never trained again
-            assert after.get(name) == digest, (hold, name)
+    kill_by_plan(runs, "lenet_keras.tune", args, plan, wall, rng,
+                 lambda: completed_trials(tune_dir))
     final = Run(runs, "lenet_keras.tune", args)
     assert final.finish() == 0, final.stderr[-3000:]
     trials, best = search_state(tune_dir)

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from lenet_keras.data.pipeline import Splits, batched, decode_image, resize_images
+from lenet_keras.data.pipeline import Splits, as_splits, decode_image, resize_images
 from lenet_keras.errors import UserError, first_line
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -257,15 +257,5 @@ def load_splits(config) -> Splits:
     sizes = {split: len(labels) for split, (_, labels) in arrays.items()}
     logging.info("%s: %d classes, %d train / %d val / %d test images", config.image_dir,
                  len(class_names), sizes["train"], sizes["val"], sizes["test"])
-    train, val, test = batched(
-        dataset("train"), dataset("val"), dataset("test"), config, sizes["train"])
-    return Splits(
-        train=train,
-        val=val,
-        test=test,
-        num_classes=len(class_names),
-        class_names=list(class_names),
-        train_examples=sizes["train"],
-        val_examples=sizes["val"],
-        test_examples=sizes["test"],
-    )
+    return as_splits(dataset("train"), dataset("val"), dataset("test"),
+                     [sizes["train"], sizes["val"], sizes["test"]], class_names, config)

@@ -9,7 +9,7 @@ what the model saw in training.
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import tensorflow as tf
 
@@ -84,6 +84,22 @@ def batched(train, val, test, config, shuffle_buffer: int):
     val, test = (None if ds is None else ds.batch(config.eval_batch_size).prefetch(auto)
                  for ds in (val, test))
     return tuple(None if ds is None else without_autotune(ds) for ds in (train, val, test))
+
+
+def as_splits(train, val, test, sizes: Sequence[int], class_names: Sequence[str], config) -> Splits:
+    """Every source's end: unbatched (image, label) datasets of ``sizes`` (train, val, test) through
+    ``batched``, as Splits. ``test`` may be None (size 0)."""
+    train, val, test = batched(train, val, test, config, min(SHUFFLE_BUFFER, sizes[0]))
+    return Splits(
+        train=train,
+        val=val,
+        test=test,
+        num_classes=len(class_names),
+        class_names=list(class_names),
+        train_examples=sizes[0],
+        val_examples=sizes[1],
+        test_examples=sizes[2],
+    )
 
 
 def without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:

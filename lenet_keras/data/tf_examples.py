@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence
 
 import tensorflow as tf
 
-from lenet_keras.data.pipeline import SHUFFLE_BUFFER, Splits, batched, decode_image, to_pairs
+from lenet_keras.data.pipeline import Splits, as_splits, decode_image, to_pairs
 from lenet_keras.errors import UserError, first_line
 
 FEATURES = {
@@ -71,15 +71,5 @@ def load_splits(config, train_files: Sequence[str], eval_files: Sequence[str],
     if empty:
         raise UserError(f"the {', '.join(empty)} TFRecords hold no examples: {parts[empty[0]]}")
     data = {name: _examples(files, config.image_size, sizes[name]) for name, files in parts.items()}
-    train, val, test = batched(data["train"], data["val"], data.get("test"), config,
-                               min(SHUFFLE_BUFFER, sizes["train"]))
-    return Splits(
-        train=train,
-        val=val,
-        test=test,
-        num_classes=len(class_names),
-        class_names=list(class_names),
-        train_examples=sizes["train"],
-        val_examples=sizes["val"],
-        test_examples=sizes.get("test", 0),
-    )
+    return as_splits(data["train"], data["val"], data.get("test"),
+                     [sizes["train"], sizes["val"], sizes.get("test", 0)], class_names, config)

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from lenet_keras.data.pipeline import SHUFFLE_BUFFER, Splits, batched, to_pairs
+from lenet_keras.data.pipeline import Splits, as_splits, to_pairs
 from lenet_keras.errors import UserError, first_line
 
 PROBE_TIMEOUT_S = 10
@@ -114,21 +114,8 @@ def load_splits(config, data_dir: Optional[str] = None) -> Splits:
             _DECODED[key] = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE).cache()
         return _DECODED[key]
 
-    train, val, test = batched(
-        prepare(train, config.train_split), prepare(val, config.val_split),
-        prepare(test, config.test_split), config, min(SHUFFLE_BUFFER, sizes[0]),
-    )
-    label = features["label"]
-    return Splits(
-        train=train,
-        val=val,
-        test=test,
-        num_classes=label.num_classes,
-        class_names=list(label.names),
-        train_examples=sizes[0],
-        val_examples=sizes[1],
-        test_examples=sizes[2],
-    )
+    return as_splits(prepare(train, config.train_split), prepare(val, config.val_split),
+                     prepare(test, config.test_split), sizes, features["label"].names, config)
 
 
 def coarse_labels(config, data_dir: Optional[str] = None):
