@@ -8,6 +8,7 @@ is not installed (the Python 3.11+ main environment) only the one-line refusal i
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import json
 import os
@@ -159,6 +160,15 @@ def test_trainers_read_the_cli_splits_and_the_tuned_one_the_best_hyperparameters
                        for name in best}
             assert trained.pop("learning_rate") == pytest.approx(best.pop("learning_rate"))
             assert trained == best
+
+
+@requires_tfx
+def test_the_search_outlives_the_tuners_working_dir(first_run, paths):
+    """TFX deletes the Tuner's working_dir; keras-tuner's project must stay, so a failed or killed
+    Tuner resumes its finished trials."""
+    (project,) = glob.glob(os.path.join(paths.root, "tuning", "*", "lenet5"))
+    assert os.path.isfile(os.path.join(project, "oracle.json"))
+    assert len(glob.glob(os.path.join(project, "trial_*"))) == 2  # --max_trials 2
 
 
 @requires_tfx

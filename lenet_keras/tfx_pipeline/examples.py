@@ -133,6 +133,7 @@ def export(name: str, data_dir: str, examples_root: str, instructions: Mapping[s
     try:
         os.makedirs(examples_root, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=f".{name}-", dir=examples_root)
+        os.chmod(staging, 0o755)  # mkdtemp's folder is private; this one is data others may read
     except OSError as exc:
         raise UserError(f"cannot write to {examples_root} ({exc.strerror}): choose another "
                         "--pipeline_root") from None
