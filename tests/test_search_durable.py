@@ -14,6 +14,8 @@ from lenet_keras import data
 from lenet_keras.errors import UserError
 from lenet_keras.search import tuner as tuning
 
+pytestmark = pytest.mark.slow  # each test runs a search
+
 CONFIG = experiments.get_config("tuned")
 
 
