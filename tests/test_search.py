@@ -366,3 +366,20 @@ def test_a_search_resumes_only_under_the_precision_it_began_with(splits, tmp_pat
         tuning.make_tuner("random", bf16, splits.num_classes, str(tmp_path), max_trials=1)
     tuning.make_tuner("random", bf16, splits.num_classes, str(tmp_path / "b"), max_trials=1)
     assert json.load(open(tmp_path / "b" / tuning.SEARCH_FILE))["precision"] == "mixed_bfloat16"
+
+
+def test_the_best_of_equal_trials_is_the_earliest_whatever_the_order_they_were_loaded_in():
+    def trial(trial_id, score, status="COMPLETED"):
+        t = kt.engine.trial.Trial(kt.HyperParameters(), trial_id=trial_id, status=status)
+        t.score = score
+        return t
+
+    class Oracle:
+        trials = {t.trial_id: t for t in (trial("2", 0.5), trial("0", 0.5), trial("1", 0.25),
+                                          trial("3", 0.9, status="RUNNING"))}
+
+    assert tuning.best_trial(Oracle).trial_id == "0"
+    Oracle.trials["1"].score = 0.75
+    assert tuning.best_trial(Oracle).trial_id == "1"
+    Oracle.trials = {}
+    assert tuning.best_trial(Oracle) is None

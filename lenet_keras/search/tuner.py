@@ -214,15 +214,22 @@ def summary_table(rows: list, default_epochs: int) -> str:
     return "\n".join(lines)
 
 
+def best_trial(oracle):
+    """The completed trial of highest val_accuracy; among equals the earliest, so the choice does
+    not depend on the order keras-tuner reloaded its trials in (a resumed search's differs)."""
+    scored = [t for t in oracle.trials.values()
+              if t.status == kt.engine.trial.TrialStatus.COMPLETED and t.score is not None]
+    return max(scored, key=lambda t: (t.score, -int(t.trial_id)), default=None)
+
+
 def write_results(tuner: kt.Tuner, directory: str, kind: str, default_epochs: int) -> str:
     """Writes best_hyperparameters.json and trials_summary.md into ``directory``; returns the table."""
-    best_trials = tuner.oracle.get_best_trials(1)
-    if not best_trials or best_trials[0].score is None:
+    best = best_trial(tuner.oracle)
+    if best is None:
         raise UserError(
             f"no trial in {directory} completed, so there is no best model: see the trial errors "
             "above, fix their cause and rerun (finished trials are kept)"
         )
-    best = best_trials[0]
     config = best.hyperparameters.get_config()
     # The Hyperband bookkeeping values describe one trial's schedule, not the architecture.
     config["values"] = {k: v for k, v in config["values"].items() if not k.startswith("tuner/")}
