@@ -9,7 +9,7 @@ Files ending in ``.gz`` (ExampleGen's output) are read as GZIP, others as plain 
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -20,6 +20,10 @@ FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
     "label": tf.io.FixedLenFeature([], tf.int64),
 }
+# (files, image size) -> (decoded, cached dataset, example count): once per process, as the TFDS
+# source keeps its decoded splits, so a Tuner's trials (each given a fresh pipeline) neither count
+# nor decode the files again.
+_DECODED: dict = {}
 
 
 def _files(patterns: Sequence[str], what: str) -> List[str]:
@@ -56,6 +60,16 @@ def _examples(files: List[str], image_size: int, size: int) -> tf.data.Dataset:
             .apply(tf.data.experimental.assert_cardinality(size)).cache())
 
 
+def _decoded(files: List[str], image_size: int, what: str) -> Tuple[tf.data.Dataset, int]:
+    key = (tuple(files), image_size)
+    if key not in _DECODED:
+        size = _count(files, what)
+        if size == 0:
+            raise UserError(f"the {what} TFRecords hold no examples: {files}")
+        _DECODED[key] = (_examples(files, image_size, size), size)
+    return _DECODED[key]
+
+
 def load_splits(config, train_files: Sequence[str], eval_files: Sequence[str],
                 test_files: Optional[Sequence[str]], class_names: Sequence[str]) -> Splits:
     """Batched train/val/test datasets of ``config`` read from files of tf.Example.
@@ -66,10 +80,8 @@ def load_splits(config, train_files: Sequence[str], eval_files: Sequence[str],
     parts = {"train": _files(train_files, "training"), "val": _files(eval_files, "validation")}
     if test_files:
         parts["test"] = _files(test_files, "test")
-    sizes = {name: _count(files, name) for name, files in parts.items()}
-    empty = [name for name, size in sizes.items() if size == 0]
-    if empty:
-        raise UserError(f"the {', '.join(empty)} TFRecords hold no examples: {parts[empty[0]]}")
-    data = {name: _examples(files, config.image_size, sizes[name]) for name, files in parts.items()}
+    decoded = {name: _decoded(files, config.image_size, name) for name, files in parts.items()}
+    data = {name: dataset for name, (dataset, _) in decoded.items()}
+    sizes = {name: size for name, (_, size) in decoded.items()}
     return as_splits(data["train"], data["val"], data.get("test"),
                      [sizes["train"], sizes["val"], sizes.get("test", 0)], class_names, config)

@@ -9,14 +9,14 @@ names that are not integers) and renamed into place in one step, so a server pol
 
 from __future__ import annotations
 
+import errno
 import os
-import shutil
-import tempfile
 from typing import List, Optional, Sequence
 
 from lenet_keras import models
 from lenet_keras.errors import UserError
 from lenet_keras.serving.signature import build_archive
+from lenet_keras.training import atomic
 from lenet_keras.training.artifacts import MODEL_FILE, class_names_beside
 
 
@@ -41,30 +41,18 @@ def write_saved_model(model, class_names: Sequence[str], folder: str) -> None:
         os.rmdir(folder)
     parent = os.path.dirname(os.path.abspath(folder))
     try:
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=f".export-{os.path.basename(folder)}-", dir=parent)
-    except OSError as exc:
-        raise UserError(f"cannot write to {parent} ({exc.strerror}): "
-                        "choose another --export_base") from None
-    try:
-        try:
+        with atomic.new_folder(folder, prefix=f".export-{os.path.basename(folder)}-") as staging:
             build_archive(model, class_names, models.image_size_of(model)).write_out(
                 staging, verbose=False)
             keras_copy = os.path.join(staging, models.KERAS_IN_SAVED_MODEL)
             os.makedirs(os.path.dirname(keras_copy), exist_ok=True)
             model.save(keras_copy)
-        except OSError as exc:
-            raise UserError(f"writing the SavedModel under {parent} failed ({exc.strerror}): "
-                            "free some space or choose another --export_base") from None
-        try:
-            # rename() refuses to replace a non-empty folder, so an export of the same version
-            # that finished meanwhile is never overwritten.
-            os.rename(staging, folder)
-        except OSError as exc:
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and os.path.isdir(folder):
             raise UserError(f"cannot create {folder} ({exc.strerror}): another export may have "
                             "written it meanwhile; run again to get the next version") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        raise UserError(f"writing the SavedModel under {parent} failed ({exc.strerror}): "
+                        "free some space or choose another --export_base") from None
 
 
 def export_model(model, class_names: Sequence[str], export_base: str, model_name: str,

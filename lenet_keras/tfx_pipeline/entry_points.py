@@ -108,7 +108,8 @@ def run_fn(config: ExperimentConfig, fn_args) -> dict:
     ``eval_steps`` is not used: validation and test always cover their whole splits, so scores
     stay comparable between runs.
     """
-    from lenet_keras.serving.export import load_trained, write_saved_model
+    from lenet_keras.models import load_classifier
+    from lenet_keras.serving.export import write_saved_model
     from lenet_keras.training.artifacts import MODEL_FILE, experiment_dir
     from lenet_keras.training.run import run_experiment
 
@@ -125,9 +126,8 @@ def run_fn(config: ExperimentConfig, fn_args) -> dict:
         config, data_dir, model_dir, source_model=getattr(fn_args, "base_model", None),
         precision_choice=choice, splits=splits,
     )
-    model, class_names = load_trained(
-        os.path.join(experiment_dir(model_dir, config.name), MODEL_FILE))
-    write_saved_model(model, class_names, fn_args.serving_model_dir)
+    model = load_classifier(os.path.join(experiment_dir(model_dir, config.name), MODEL_FILE))
+    write_saved_model(model, metrics["class_names"], fn_args.serving_model_dir)
     return metrics
 
 

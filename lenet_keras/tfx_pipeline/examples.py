@@ -21,14 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from typing import Dict, List, Mapping, Sequence
 
 import tensorflow as tf
 
 from lenet_keras.data import tfds_source
 from lenet_keras.errors import UserError, first_line
+from lenet_keras.training import atomic
 
 # ExampleGen's split names (the Trainers' eval_args use them) -> the ExperimentConfig field whose
 # TFDS split instruction fills it.
@@ -131,23 +130,11 @@ def export(name: str, data_dir: str, examples_root: str, instructions: Mapping[s
     if os.path.isdir(folder):
         return folder
     try:
-        os.makedirs(examples_root, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=f".{name}-", dir=examples_root)
-        os.chmod(staging, 0o755)  # mkdtemp's folder is private; this one is data others may read
+        with atomic.new_folder(folder, prefix=f".{name}-") as staging:
+            _write(staging, builder, instructions, file_instructions)
     except OSError as exc:
-        raise UserError(f"cannot write to {examples_root} ({exc.strerror}): choose another "
-                        "--pipeline_root") from None
-    try:
-        _write(staging, builder, instructions, file_instructions)
-        try:
-            os.rename(staging, folder)
-        except OSError:
-            # Another run exported the same source meanwhile: its folder is as good as ours.
-            if not os.path.isdir(folder):
-                raise
-    except OSError as exc:
-        raise UserError(f"exporting {name} into {examples_root} failed ({exc.strerror}): free some "
-                        "space or choose another --pipeline_root") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        # Another run exported the same source meanwhile: its folder is as good as ours.
+        if not os.path.isdir(folder):
+            raise UserError(f"exporting {name} into {examples_root} failed ({exc.strerror}): free "
+                            "some space or choose another --pipeline_root") from None
     return folder

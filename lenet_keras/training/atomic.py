@@ -57,6 +57,28 @@ def writing(path: str) -> Iterator[str]:
             os.remove(tmp)
 
 
+@contextlib.contextmanager
+def new_folder(final: str, prefix: str) -> Iterator[str]:
+    """Yields a hidden temporary folder beside ``final`` (named ``<prefix>...``); what was written
+    there becomes ``final`` in one rename on exit, so ``final`` appears whole or not at all.
+
+    The rename refuses to replace a non-empty folder (OSError, errno ENOTEMPTY or EEXIST): a
+    ``final`` that appeared meanwhile is never overwritten, and the caller decides what that means.
+    The temporary folder never outlives the block. Folders are made readable by others (mkdtemp's
+    are private): they hold data other programs serve or read.
+    """
+    parent = os.path.dirname(os.path.abspath(final))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    try:
+        os.chmod(staging, 0o755)
+        yield staging
+        os.rename(staging, final)
+        fsync_path(parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def publish(src: str, dst: str) -> None:
     """Puts a copy of ``src`` at ``dst`` atomically; ``src`` stays, so a killed publish can be redone."""
     with writing(dst) as tmp:
