@@ -24,6 +24,6 @@ CONFIG = tuned.CONFIG.replace(
 
 def run_fn(fn_args):
     """TFX Trainer entry point: trains this experiment, exports to fn_args.serving_model_dir."""
-    from lenet_keras.tfx_pipeline import entry_points
+    from lenet_keras.tfx_components import entry_points
 
     return entry_points.run_fn(CONFIG, fn_args)

@@ -17,13 +17,13 @@ CONFIG = ExperimentConfig(
 
 def run_fn(fn_args):
     """TFX Trainer entry point: trains this experiment, exports to fn_args.serving_model_dir."""
-    from lenet_keras.tfx_pipeline import entry_points
+    from lenet_keras.tfx_components import entry_points
 
     return entry_points.run_fn(CONFIG, fn_args)
 
 
 def tuner_fn(fn_args):
     """TFX Tuner entry point: a keras-tuner tuner over the search space, and its fit kwargs."""
-    from lenet_keras.tfx_pipeline import entry_points
+    from lenet_keras.tfx_components import entry_points
 
     return entry_points.tuner_fn(CONFIG, fn_args)

@@ -94,7 +94,7 @@ def _check_flags() -> None:
 def run(metadata_path: str) -> dict:
     """Exports the examples, builds the pipeline, runs it; node id -> its execution in this run."""
     from lenet_keras.data import tfds_source
-    from lenet_keras.tfx_pipeline import components
+    from lenet_keras.tfx_components import components
     from lenet_keras.training import precision
 
     policy = precision.resolve(FLAGS.precision).policy  # `auto` logs what it picks, once
@@ -119,7 +119,7 @@ def main() -> None:
     check_tfx()
     if not FLAGS.library_logs:
         cli.import_tensorflow_quietly()
-    from lenet_keras.tfx_pipeline import components, executions
+    from lenet_keras.tfx_components import components, executions
 
     metadata_path = os.path.abspath(
         FLAGS.metadata_path or components.default_metadata_path(FLAGS.pipeline_root))

@@ -33,9 +33,9 @@ def main(images: List[str]) -> None:
     if FLAGS.top_k <= 0:
         raise UserError(f"--top_k must be a positive integer, got {FLAGS.top_k}")
     from lenet_keras.serving.classify import predict_files, render
-    from lenet_keras.serving.load import load_classifier
+    from lenet_keras.serving.load import load_predictor
 
-    results = predict_files(load_classifier(FLAGS.model), images, FLAGS.top_k)
+    results = predict_files(load_predictor(FLAGS.model), images, FLAGS.top_k)
     print(render(results, FLAGS.json))
     sys.stdout.flush()
     errors = [r["error"] for r in results if "error" in r]

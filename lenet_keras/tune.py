@@ -83,7 +83,7 @@ def run() -> str:
         fresh_train=lambda: data.load_splits(config, FLAGS.data_dir).train,
     )
     tuning.search(tuner, splits, epochs=FLAGS.max_epochs, verbose=cli.keras_verbosity())
-    if tuning.is_worker():
+    if tuning.is_search_worker():
         return "worker done: the chief writes the results"
     return tuning.write_results(tuner, FLAGS.tune_dir, FLAGS.tuner, FLAGS.max_epochs)
 

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from lenet_keras import models
-from lenet_keras.data.pipeline import resize_images
+from lenet_keras.data.tail import resize_images
 from lenet_keras.errors import UserError
 from lenet_keras.serving import export
 from lenet_keras.serving import load as serving

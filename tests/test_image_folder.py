@@ -1,4 +1,4 @@
-"""lenet_keras.image_folder: folders of real PNG/JPEG files the tests write, read as pipeline.Splits."""
+"""lenet_keras.image_folder: folders of real PNG/JPEG files the tests write, read as tail.Splits."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from lenet_keras.config import ExperimentConfig
-from lenet_keras.data import image_folder, pipeline
+from lenet_keras.data import image_folder, tail
 from lenet_keras.errors import UserError
 
 CLASSES = ("cat", "dog", "emu")
@@ -46,8 +46,8 @@ def config_for(root: str, **overrides) -> ExperimentConfig:
 def test_images_are_resized_exactly_as_tfds_images(tmp_path):
     pixels = np.random.default_rng(1).integers(0, 256, (96, 96, 3), dtype=np.uint8)
     path = write_image(str(tmp_path / "a.png"), pixels)  # PNG is lossless: same pixels back
-    stl10_way, _ = pipeline.to_pairs(32)({"image": tf.constant(pixels), "label": 0})
-    from_file = image_folder.read_image(path, 32)
+    stl10_way, _ = tail.to_pairs(32)({"image": tf.constant(pixels), "label": 0})
+    from_file = image_folder.read_resized_image(path, 32)
     assert from_file.dtype == np.uint8 and from_file.shape == (32, 32, 3)
     np.testing.assert_array_equal(from_file, stl10_way.numpy())
     # The batch reader (tf.data, shapes unknown while tracing) gives the same pixels.
@@ -56,7 +56,7 @@ def test_images_are_resized_exactly_as_tfds_images(tmp_path):
     assert indices.tolist() == [0]
 
     gray = write_image(str(tmp_path / "g.png"), pixels[..., 1])
-    as_rgb = image_folder.read_image(gray, 32)
+    as_rgb = image_folder.read_resized_image(gray, 32)
     assert as_rgb.shape == (32, 32, 3)
     np.testing.assert_array_equal(as_rgb[..., 0], as_rgb[..., 2])
 
@@ -89,7 +89,7 @@ def test_given_train_val_test_folders_are_used_as_they_are(tmp_path):
     assert splits.class_names == list(CLASSES) and splits.num_classes == 3
     test_images = np.concatenate([x.numpy() for x, _ in splits.test])
     expected = [
-        image_folder.read_image(os.path.join(root, "test", name, f"{i:03d}.{ext}"), 32)
+        image_folder.read_resized_image(os.path.join(root, "test", name, f"{i:03d}.{ext}"), 32)
         for name in CLASSES for i, ext in ((0, "jpg"), (1, "png"))
     ]
     np.testing.assert_array_equal(test_images, np.stack(expected))

@@ -11,7 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from lenet_keras import models
-from lenet_keras.data.pipeline import resize_images
+from lenet_keras.data.tail import resize_images
 from lenet_keras.errors import UserError
 from lenet_keras.serving import classify as predict
 from lenet_keras.serving import export
@@ -82,7 +82,7 @@ def test_cli_answers_every_image_then_names_the_bad_files(vanilla_export, image_
 def test_json_top_k_matches_the_keras_model(trained_dir, image_files):
     model_path = os.path.join(trained_dir, "transfer", "model.keras")
     names = ["small.png", "stl.jpg", "odd grey.png"]
-    classifier = serving.load_classifier(model_path)
+    classifier = serving.load_predictor(model_path)
     results = predict.predict_files(classifier, [image_files[n] for n in names], 3)
     results = json.loads(predict.render(results, as_json=True))
     assert [r["file"] for r in results] == [image_files[n] for n in names]
@@ -100,8 +100,8 @@ def test_json_top_k_matches_the_keras_model(trained_dir, image_files):
 def test_saved_model_and_keras_file_give_the_same_answers(vanilla_path, vanilla_export,
                                                           image_files):
     paths = [image_files[n] for n in ("small.png", "stl.jpg", "odd grey.png", "notes.txt")]
-    from_keras = predict.predict_files(serving.load_classifier(vanilla_path), paths, 100)
-    from_saved = predict.predict_files(serving.load_classifier(vanilla_export), paths, 100)
+    from_keras = predict.predict_files(serving.load_predictor(vanilla_path), paths, 100)
+    from_saved = predict.predict_files(serving.load_predictor(vanilla_export), paths, 100)
     assert [r.get("error", "")[:20] for r in from_keras] == [r.get("error", "")[:20]
                                                             for r in from_saved]
     for a, b in zip(from_keras[:3], from_saved[:3], strict=True):
@@ -112,6 +112,6 @@ def test_saved_model_and_keras_file_give_the_same_answers(vanilla_path, vanilla_
 
 def test_a_model_path_that_is_not_a_model_is_a_user_error(image_files, tmp_path):
     with pytest.raises(UserError, match="is not a loadable Keras model"):
-        serving.load_classifier(image_files["notes.txt"])
+        serving.load_predictor(image_files["notes.txt"])
     with pytest.raises(UserError, match="no saved_model.pb and no version folders"):
-        serving.load_classifier(str(tmp_path))
+        serving.load_predictor(str(tmp_path))

@@ -44,10 +44,10 @@ def test_tfds_target_without_validation_split_carves_it_from_train(data_dir):
 def test_grayscale_tfds_images_become_three_channel_32x32():
     import tensorflow as tf
 
-    from lenet_keras.data import pipeline
+    from lenet_keras.data import tail
 
     gray = tf.constant(np.arange(28 * 28, dtype=np.uint8).reshape(28, 28, 1))
-    image, label = pipeline.to_pairs(32)({"image": gray, "label": 4})
+    image, label = tail.to_pairs(32)({"image": gray, "label": 4})
     assert image.shape == (32, 32, 3) and image.dtype == tf.uint8 and int(label) == 4
     np.testing.assert_array_equal(image[..., 0], image[..., 2])
 
@@ -175,6 +175,6 @@ def test_exported_model_answers_with_the_folders_class_names(folder_run, tmp_pat
         path = os.path.join(folder_run["photos"], name)
         raw = tf.io.decode_image(tf.io.read_file(path), channels=3)
         served = signature(images=raw[tf.newaxis])
-        expected = int(np.argmax(model.predict_on_batch(image_folder.read_image(path, 32)[None])))
+        expected = int(np.argmax(model.predict_on_batch(image_folder.read_resized_image(path, 32)[None])))
         assert int(served["class_ids"][0]) == expected
         assert served["class_names"][0].numpy().decode() == CLASSES[expected]

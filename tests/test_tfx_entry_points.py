@@ -1,5 +1,5 @@
 """TFX's run_fn / tuner_fn of the experiment modules, called with a stand-in for TFX's FnArgs, on
-TFDS data and on ExampleGen-like files. tests/test_tfx_pipeline.py runs them in real TFX."""
+TFDS data and on ExampleGen-like files. tests/test_tfx_components.py runs them in real TFX."""
 
 import dataclasses
 import json

@@ -50,7 +50,7 @@ def _run_pipeline(data_dir: str, paths, serving_base: str | None = None):
 def _nodes(paths, run: int) -> dict:
     """Node id -> NodeExecution of the pipeline's ``run``-th run (0 first), from ML Metadata in
     its documented default place."""
-    from lenet_keras.tfx_pipeline import executions
+    from lenet_keras.tfx_components import executions
 
     store = executions.connect(os.path.join(paths.root, "metadata.sqlite"))
     return executions.node_executions(store, executions.run_ids(store)[run], "lenet_keras")
@@ -66,7 +66,7 @@ def _uri(execution, key: str) -> str:
 
 
 def _pushed(execution) -> str:
-    from lenet_keras.tfx_pipeline import executions
+    from lenet_keras.tfx_components import executions
 
     return executions.pushed_to(execution)
 

@@ -1,10 +1,10 @@
-"""Where the images come from, and the one pipeline they all go through.
+"""Where the images come from, and the one tf.data tail they all end in.
 
 - ``tfds_source``: TFDS data sets (CIFAR-100, STL-10, any image classifier), via the real loaders;
 - ``image_folder``: a folder of your own PNG/JPEG files, one sub-folder per class;
 - ``synthetic``: small learnable stand-ins for CIFAR-100 and STL-10 written in TFDS's format;
 - ``targets``: what transfer learns (``--target_dataset`` / ``--target_dir``);
-- ``pipeline``: the decode/resize functions and the shuffle -> batch -> prefetch tail of every source.
+- ``tail``: the decode/resize functions and the shuffle -> batch -> prefetch tail of every source.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Optional
 
 from lenet_keras.data import image_folder, tfds_source
-from lenet_keras.data.pipeline import Splits
+from lenet_keras.data.tail import Splits
 
 
 def load_splits(config, data_dir: Optional[str] = None) -> Splits:

@@ -6,7 +6,7 @@
 The layout is the one ``keras.utils.image_dataset_from_directory`` reads; class names are the
 sorted sub-folder names. Every image is decoded once, up front, so that an unreadable file is
 named and skipped before training rather than killing an epoch, and it goes through
-``pipeline.resize_images`` exactly as TFDS images do (grayscale becomes 3 channels, any size becomes
+``tail.resize_images`` exactly as TFDS images do (grayscale becomes 3 channels, any size becomes
 ``image_size`` square). The decoded images are held in memory (3 KB each at 32x32): this is for
 your own thousands of pictures, not for ImageNet.
 """
@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from lenet_keras.data.pipeline import Splits, as_splits, decode_image, resize_images
+from lenet_keras.data.tail import Splits, as_splits, decode_image, resize_images
 from lenet_keras.errors import UserError, first_line
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -136,7 +136,7 @@ def _decode(path, image_size: int) -> tf.Tensor:
     return resize_images(decode_image(tf.io.read_file(path)), image_size)
 
 
-def read_image(path: str, image_size: int) -> np.ndarray:
+def read_resized_image(path: str, image_size: int) -> np.ndarray:
     """A PNG/JPEG file as uint8 [image_size, image_size, 3]; tf.errors.OpError if unreadable."""
     return _decode(path, image_size).numpy()
 
@@ -168,7 +168,7 @@ def read_images(paths: List[str], image_size: int) -> Tuple[np.ndarray, np.ndarr
     indices = np.concatenate(indices)
     for missing in sorted(set(range(len(paths))) - set(indices.tolist())):
         try:  # once more, eagerly, only to learn why
-            read_image(paths[missing], image_size)
+            read_resized_image(paths[missing], image_size)
             reason = "unreadable"
         except tf.errors.OpError as exc:
             reason = _reason(exc)

@@ -2,8 +2,8 @@
 
 Each record holds ``image`` (encoded PNG/JPEG bytes) and ``label`` (int64), the features TFDS
 writes for CIFAR-100 and STL-10, so ImportExampleGen can ingest prepared TFDS files as they are.
-Records are decoded by ``pipeline.decode_image``, resized by ``pipeline.resize_images``, cached,
-then shuffled and batched by ``pipeline.batched``: the TFDS source's pipeline, from other files.
+Records are decoded by ``tail.decode_image``, resized by ``tail.resize_images``, cached,
+then shuffled and batched by ``tail.batched``: the TFDS source's tail, from other files.
 Files ending in ``.gz`` (ExampleGen's output) are read as GZIP, others as plain TFRecords.
 """
 
@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from lenet_keras.data.pipeline import Splits, as_splits, decode_image, to_pairs
+from lenet_keras.data.tail import Splits, as_splits, decode_image, to_pairs
 from lenet_keras.errors import UserError, first_line
 
 FEATURES = {

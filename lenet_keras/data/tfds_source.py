@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from lenet_keras.data.pipeline import Splits, as_splits, to_pairs
+from lenet_keras.data.tail import Splits, as_splits, to_pairs
 from lenet_keras.errors import UserError, first_line
 
 PROBE_TIMEOUT_S = 10

@@ -56,10 +56,10 @@ def make_tuner(
         raise UserError(f"max_epochs must be a positive integer, got {max_epochs}")
     if factor < 2:
         raise UserError(f"factor must be an integer >= 2, got {factor}")
-    if worker_ids and not is_chief():
+    if worker_ids and not is_search_chief():
         raise UserError("worker_ids is for the chief of a distributed search: set "
                         "KERASTUNER_TUNER_ID=chief (and KERASTUNER_ORACLE_IP/PORT), or leave it out")
-    if overwrite and is_worker():
+    if overwrite and is_search_worker():
         raise UserError(
             "--overwrite on a distributed search's worker would delete the chief's trials: start "
             "only the chief (KERASTUNER_TUNER_ID=chief) with --overwrite, the workers without it"
@@ -91,7 +91,7 @@ def make_tuner(
         tuner = tuner_class(build, max_trials=max_trials or DEFAULT_MAX_TRIALS, **common)
     durable.repair_after_kill(tuner.oracle)
     durable.seed_each_trial(tuner, seed, fresh_train)
-    if is_worker():
+    if is_search_worker():
         _wait_when_idle(tuner.oracle)
     # keras-tuner's chief exits once no worker it has heard from is left, so one that has not
     # asked for a trial yet would find no chief. Known workers count from the start instead; the
@@ -151,14 +151,14 @@ def _check_same_search(directory, kind, max_epochs, factor, precision, overwrite
     atomic.write_json(path, search)
 
 
-def is_worker() -> bool:
+def is_search_worker() -> bool:
     """A distributed worker (KERASTUNER_TUNER_ID not 'chief'): it trains, the chief keeps results."""
     from keras_tuner.src.distribute import utils
 
     return utils.has_chief_oracle() and not utils.is_chief_oracle()
 
 
-def is_chief() -> bool:
+def is_search_chief() -> bool:
     """The chief of a distributed search (KERASTUNER_TUNER_ID=chief): it serves the oracle."""
     from keras_tuner.src.distribute import utils
 
@@ -173,7 +173,7 @@ def search(tuner: kt.Tuner, splits, epochs: int, verbose: int = 2, **fit_kwargs)
         )
     except RuntimeError as exc:  # keras-tuner's "too many consecutive failed trials"
         raise UserError(f"the search stopped: {first_line(exc)}") from None
-    if not is_worker():
+    if not is_search_worker():
         # keras-tuner's chief saves oracle.json before it drops a finished trial from its ongoing
         # trials and never saves after the last one, so the file names the last finished trial as
         # running, and a resumed search would train it again. One save of the final state fixes it.

@@ -8,11 +8,11 @@ from typing import List
 import numpy as np
 import tensorflow as tf
 
-from lenet_keras.data.pipeline import decode_image
+from lenet_keras.data.tail import decode_image
 from lenet_keras.errors import UserError, first_line
 
 
-def read_image(path: str) -> np.ndarray:
+def read_image_file(path: str) -> np.ndarray:
     """uint8 [H, W, 3] pixels of a PNG/JPEG (or GIF/BMP) file, or UserError naming the file."""
     try:
         with open(path, "rb") as f:
@@ -39,7 +39,7 @@ def predict_files(classifier, paths: List[str], k: int) -> List[dict]:
     results = []
     for path in paths:
         try:
-            image = read_image(path)
+            image = read_image_file(path)
         except UserError as exc:
             results.append({"file": path, "error": str(exc)})
             continue

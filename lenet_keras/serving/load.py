@@ -8,21 +8,21 @@ from typing import Callable, List, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from lenet_keras.data.pipeline import resize_images
+from lenet_keras.data.tail import resize_images
 from lenet_keras.errors import UserError, first_line
 from lenet_keras.models import image_size_of
 from lenet_keras.serving.export import existing_versions, load_trained
 from lenet_keras.serving.signature import CLASS_NAMES, INPUT_NAME, SIGNATURE
 
 
-class Classifier(NamedTuple):
+class Predictor(NamedTuple):
     """Something that maps one batch of uint8 [n, H, W, 3] images to probabilities [n, classes]."""
 
     probabilities: Callable[[np.ndarray], np.ndarray]
     class_names: List[str]
 
 
-def load_saved_model(path: str) -> Classifier:
+def load_saved_model(path: str) -> Predictor:
     """An exported version folder, or a <model_name> folder (its highest version, as TF Serving)."""
     if not os.path.exists(os.path.join(path, "saved_model.pb")):
         versions = existing_versions(path)
@@ -45,11 +45,11 @@ def load_saved_model(path: str) -> Classifier:
         outputs = loaded.signatures[SIGNATURE](**{INPUT_NAME: tf.constant(images)})
         return outputs["probabilities"].numpy()
 
-    return Classifier(probabilities, names)
+    return Predictor(probabilities, names)
 
 
-def load_classifier(path: str) -> Classifier:
-    """A .keras file or an exported SavedModel folder, as one Classifier."""
+def load_predictor(path: str) -> Predictor:
+    """A .keras file or an exported SavedModel folder, as one Predictor."""
     if os.path.isdir(path):
         return load_saved_model(path)
     model, names = load_trained(path)
@@ -58,4 +58,4 @@ def load_classifier(path: str) -> Classifier:
     def probabilities(images: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict_on_batch(resize_images(tf.constant(images), image_size)))
 
-    return Classifier(probabilities, names)
+    return Predictor(probabilities, names)

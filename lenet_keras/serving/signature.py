@@ -1,7 +1,7 @@
 """The serving contract: the ``serving_default`` signature every exported model carries.
 
 It takes ``images``: uint8 [batch, height, width, 3] of any size, resized inside exactly as the
-training data was (``data.pipeline.resize_images``), and returns ``probabilities`` float32
+training data was (``data.tail.resize_images``), and returns ``probabilities`` float32
 [batch, classes], ``class_ids`` int64 [batch] (the top-1 class) and ``class_names`` string [batch]
 (its label name). The full list of label names is kept in the SavedModel as the variable
 collection ``class_names``, so a client that loads it can name every class, not only the top one.
@@ -14,7 +14,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from lenet_keras.data.pipeline import resize_images
+from lenet_keras.data.tail import resize_images
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "images"

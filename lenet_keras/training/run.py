@@ -22,7 +22,7 @@ from absl import logging
 from lenet_keras import data, models
 from lenet_keras.config import ExperimentConfig
 from lenet_keras.data import tfds_source
-from lenet_keras.data.pipeline import Splits
+from lenet_keras.data.tail import Splits
 from lenet_keras.errors import UserError
 from lenet_keras.training import atomic, distribute, precision, resume, runlock
 from lenet_keras.training.artifacts import (

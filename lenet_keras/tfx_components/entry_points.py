@@ -32,7 +32,7 @@ from typing import List, Optional, Tuple
 from lenet_keras import data
 from lenet_keras.config import ExperimentConfig
 from lenet_keras.data import tf_examples, tfds_source
-from lenet_keras.data.pipeline import Splits
+from lenet_keras.data.tail import Splits
 from lenet_keras.errors import UserError, first_line
 from lenet_keras.search import space
 from lenet_keras.training import precision

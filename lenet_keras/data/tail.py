@@ -1,4 +1,4 @@
-"""The one pipeline tail every data source ends in, and the image operations they share.
+"""The one tf.data tail every data source ends in, and the image operations they share.
 
 A source (TFDS, a folder of images, TFX's TFRecords of tf.Example) yields (uint8 image, int label)
 pairs; ``batched`` shuffles, batches and prefetches them the same way for all. Images are resized
@@ -72,7 +72,7 @@ def to_pairs(image_size: int):
 
 
 def batched(train, val, test, config, shuffle_buffer: int):
-    """The (train, val, test) pipelines' shared tail, for every source: train shuffled with the
+    """The (train, val, test) datasets' shared tail, for every source: train shuffled with the
     experiment's seed and batched by ``batch_size``, val/test batched by ``eval_batch_size``, all
     prefetched and without autotuning. ``test`` may be None."""
     auto = tf.data.AUTOTUNE

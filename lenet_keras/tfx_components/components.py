@@ -27,7 +27,7 @@ import experiments
 import lenet_keras
 from lenet_keras.data import tfds_source
 from lenet_keras.errors import UserError, first_line
-from lenet_keras.tfx_pipeline import examples, executions
+from lenet_keras.tfx_components import examples, executions
 
 PIPELINE_NAME = "lenet_keras"
 # The experiments the pipeline trains, in order: transfer starts from tuned's model.
