@@ -8,7 +8,9 @@ are entry points only, so nothing imports two of them into one process.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import math
 import os
 import sys
 from typing import Callable
@@ -16,6 +18,7 @@ from typing import Callable
 from absl import app, flags
 from absl import logging as absl_logging
 
+from lenet_keras import startup
 from lenet_keras.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -59,27 +62,10 @@ def quiet_libraries(library_logs: bool = False) -> None:
     absl_logging.get_absl_logger().addFilter(_OwnInfoOnly())
 
 
-@contextlib.contextmanager
-def _stderr_silenced():
-    """File descriptor 2 to /dev/null: TensorFlow's C++ start-up lines are written before its
-    log level applies (absl's "before InitializeLog" notice, oneDNN, CUDA probes)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def import_tensorflow_quietly() -> None:
-    """Imports TensorFlow without its start-up chatter; an import error still surfaces."""
-    if "tensorflow" not in sys.modules:
-        with _stderr_silenced():
-            import tensorflow  # noqa: F401
+def import_tensorflow() -> None:
+    """Imports TensorFlow without its start-up chatter (all of it with --library_logs); anything
+    else it prints, a native crash's last words included, is shown (lenet_keras.startup)."""
+    startup.import_tensorflow(filter_chatter=not FLAGS.library_logs)
 
 
 def keras_verbosity() -> int:
@@ -92,6 +78,22 @@ def fail(message: str, code: int = 2):
     sys.exit(code)
 
 
+# OSErrors that say something about the machine or a path the user chose, never about this code.
+_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                                 errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG})
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    """A Ctrl-C that surfaced through TensorFlow's C++ (while tracing, say) as another error."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 @contextlib.contextmanager
 def one_line_errors(on_interrupt: str = "nothing already on disk was changed"):
     """A UserError or Ctrl-C becomes one `error:` line and exit 2 / 130, no traceback."""
@@ -101,6 +103,69 @@ def one_line_errors(on_interrupt: str = "nothing already on disk was changed"):
         fail(str(exc))
     except KeyboardInterrupt:
         fail(f"interrupted; {on_interrupt}", code=130)
+    except SystemError as exc:
+        if not _caused_by_interrupt(exc):
+            raise
+        fail(f"interrupted; {on_interrupt}", code=130)
+    except OSError as exc:
+        # The last net for a write the command did not expect to fail (its own handlers name more):
+        # a full disk, a read-only folder, a file where a folder should be. Files are published
+        # whole or not at all (training.atomic), so what was on disk before is still there.
+        if exc.errno not in _ENVIRONMENT_ERRNOS or not exc.filename:
+            raise
+        fail(f"{exc.filename}: {exc.strerror}: free disk space, fix its permissions or choose "
+             "another path, then run the same command again")
+
+
+# keras.utils.set_random_seed takes what numpy's seeding takes: 0 <= seed < 2**32.
+SEED_BOUNDS = dict(lower_bound=0, upper_bound=2**32 - 1)
+# Far above any batch that fits in memory; keeps TensorFlow from being the first to see 2**64.
+BATCH_BOUNDS = dict(lower_bound=1, upper_bound=2**20)
+COUNT_BOUNDS = dict(lower_bound=1, upper_bound=10**6)
+
+
+def require_positive(name: str) -> None:
+    """A float flag that must be a finite number above 0 (or unset)."""
+    flags.register_validator(
+        name, lambda v: v is None or (math.isfinite(v) and v > 0),
+        message=f"--{name} must be a positive number")
+
+
+def require_fraction(name: str) -> None:
+    """A float flag that must lie strictly between 0 and 1 (or unset)."""
+    flags.register_validator(name, lambda v: v is None or 0 < v < 1,
+                             message=f"--{name} must be between 0 and 1 (exclusive)")
+
+
+def _writable_folder(path) -> bool:
+    if path is None:
+        return True
+    if not path:
+        raise flags.ValidationError("an empty path: name a folder")
+    probe = os.path.abspath(os.path.expanduser(path))
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise flags.ValidationError(f"{probe} is a file, not a folder: choose another path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise flags.ValidationError(f"{probe} is not writable by this user: choose another path")
+    return True
+
+
+def require_writable_folder(name: str) -> None:
+    """A path flag naming a folder this command creates or writes into: no file in the way, and
+    the nearest existing folder writable (checked before anything runs)."""
+    flags.register_validator(name, _writable_folder, message=f"--{name} is not a usable folder")
+
+
+def parse_flags(argv):
+    """absl's parser with the one-line answer: a mistyped, unknown or out-of-range flag is
+    ``error: ...`` and exit 2 (absl's own prints a FATAL line and exits 1)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as exc:
+        reason = " ".join(str(exc).split())
+        fail(f"{reason}; see --helpfull for every flag")
 
 
 def run(main: Callable, *, positional: bool = False, tensorflow: bool = True,
@@ -111,13 +176,15 @@ def run(main: Callable, *, positional: bool = False, tensorflow: bool = True,
 
     def entry(argv):
         quiet_libraries(FLAGS.library_logs)
-        if tensorflow and not FLAGS.library_logs:
-            import_tensorflow_quietly()
+        if tensorflow:
+            import_tensorflow()
         with one_line_errors(on_interrupt):
+            startup.interrupt_normally()
             if positional:
                 return main(argv[1:])
             if len(argv) > 1:
                 raise UserError(f"unexpected arguments {argv[1:]}: all options are --flags")
             return main()
 
-    app.run(entry)
+    with one_line_errors(on_interrupt):
+        app.run(entry, flags_parser=parse_flags)

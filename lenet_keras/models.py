@@ -11,6 +11,7 @@ SavedModel's ``probabilities``.
 from __future__ import annotations
 
 import os
+import zipfile
 from typing import Sequence
 
 import keras
@@ -153,8 +154,14 @@ def load_classifier(path: str) -> keras.Model:
         raise UserError(f"no trained model at {path}: train it first "
                         "(python -m lenet_keras.train --exp ...) or pass another path")
     try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as exc:  # Keras raises many types for a file that is not a model
+        # safe_mode is Keras's default, said here because it is what makes loading a .keras file
+        # from elsewhere safe: no Python lambda in it is deserialized (docs/serving.md).
+        model = keras.models.load_model(path, compile=False, safe_mode=True)
+    except ValueError as exc:
+        if "safe_mode" in str(exc):  # Keras's refusal says what it refused and why: all of it
+            raise UserError(f"{path} was refused by Keras's safe mode:\n{exc}") from None
+        raise UserError(f"{path} is not a loadable Keras model ({first_line(exc)})") from None
+    except (TypeError, KeyError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise UserError(f"{path} is not a loadable Keras model ({first_line(exc)})") from None
     if not isinstance(model, keras.Model) or len(model.inputs) != 1 or len(model.outputs) != 1:
         raise UserError(f"{path} is not a single-input, single-output Keras model")

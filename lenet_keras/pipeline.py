@@ -31,12 +31,15 @@ flags.DEFINE_string("pipeline_root", os.path.join("saved_models", "tfx"),
                     "TFX's pipeline root: component outputs, the ExampleGen inputs, the search.")
 flags.DEFINE_string("serving_base", os.path.join("saved_models", "tfx_serving"),
                     "Where the Pushers write <serving_base>/lenet_tuned|lenet_transfer/<version>/.")
-flags.DEFINE_integer("epochs", None, "Cap on the epochs of the Tuner's trials and of every Trainer.")
-flags.DEFINE_integer("max_trials", None, "Cap on the Tuner's trials (as tune's --max_trials).")
+flags.DEFINE_integer("epochs", None, "Cap on the epochs of the Tuner's trials and of every Trainer.",
+                     **cli.COUNT_BOUNDS)
+flags.DEFINE_integer("max_trials", None, "Cap on the Tuner's trials (as tune's --max_trials).",
+                     **cli.COUNT_BOUNDS)
 flags.DEFINE_enum("tuner", "hyperband", ["hyperband", "random", "bayesian"], "keras-tuner algorithm.")
 flags.DEFINE_string("metadata_path", None,
                     "ML Metadata's SQLite file (default: <pipeline_root>/metadata.sqlite).")
-flags.DEFINE_string("precision", "float32", "Keras dtype policy of the Tuner and the Trainers: "
+flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16", "auto"],
+                  "Keras dtype policy of the Tuner and the Trainers: "
                     "float32, mixed_bfloat16, mixed_float16 or auto, as for train.")
 
 TFX_PYTHON = (3, 10)  # TFX 1.16, the newest that installs here, requires Python <3.11
@@ -58,7 +61,7 @@ def check_tfx() -> None:
         raise UserError(f"TFX is not installed in this {here}: pip install '.[tfx]'")
     try:
         import tfx  # noqa: F401
-    except Exception as exc:
+    except (ImportError, AttributeError, TypeError) as exc:  # a broken or mismatched install
         raise UserError(f"TFX does not import in this {here} ({first_line(exc)}): reinstall it "
                         "with pip install '.[tfx]' on Python 3.10") from None
 
@@ -117,8 +120,7 @@ def main() -> None:
     if not FLAGS.library_logs:
         quiet_tfx()
     check_tfx()
-    if not FLAGS.library_logs:
-        cli.import_tensorflow_quietly()
+    cli.import_tensorflow()
     from lenet_keras.tfx_components import components, executions
 
     metadata_path = os.path.abspath(

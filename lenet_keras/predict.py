@@ -21,7 +21,8 @@ from lenet_keras.errors import UserError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "A .keras file or an exported SavedModel folder.")
-flags.DEFINE_integer("top_k", 5, "How many classes to print per image, most probable first.")
+flags.DEFINE_integer("top_k", 5, "How many classes to print per image, most probable first.",
+                     **cli.COUNT_BOUNDS)
 flags.DEFINE_bool("json", False, "Print one JSON document instead of text.")
 
 
@@ -30,8 +31,6 @@ def main(images: List[str]) -> None:
         raise UserError("pass --model: a .keras file or an exported SavedModel folder")
     if not images:
         raise UserError("pass one or more image files after the flags")
-    if FLAGS.top_k <= 0:
-        raise UserError(f"--top_k must be a positive integer, got {FLAGS.top_k}")
     from lenet_keras.serving.classify import predict_files, render
     from lenet_keras.serving.load import load_predictor
 

@@ -16,6 +16,7 @@ from lenet_keras import cli
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", "saved_models", "Where training wrote <model_dir>/<exp>/.")
 flags.DEFINE_string("out_dir", None, "Where to write REPORT.md and PNGs (default <model_dir>/report).")
+cli.require_writable_folder("out_dir")
 
 
 def main() -> None:

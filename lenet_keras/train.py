@@ -16,27 +16,30 @@ from absl import flags, logging
 from lenet_keras import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("exp", "all", "Experiment: vanilla, tuned, transfer, or all (the three in order).")
+flags.DEFINE_enum("exp", "all", ["vanilla", "tuned", "transfer", "all"],
+                  "Experiment: vanilla, tuned, transfer, or all (the three in order).")
 flags.DEFINE_string("data_dir", None, "TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).")
 flags.DEFINE_string("model_dir", "saved_models", "Where each run writes <model_dir>/<exp>/.")
-flags.DEFINE_integer("epochs", None, "Override the experiment's epochs.")
-flags.DEFINE_integer("batch_size", None, "Override the experiment's training batch size.")
+flags.DEFINE_integer("epochs", None, "Override the experiment's epochs.", **cli.COUNT_BOUNDS)
+flags.DEFINE_integer("batch_size", None, "Override the experiment's training batch size.",
+                     **cli.BATCH_BOUNDS)
 flags.DEFINE_float("learning_rate", None, "Override the experiment's Adam learning rate.")
-flags.DEFINE_integer("seed", None, "Override the experiment's random seed.")
+flags.DEFINE_integer("seed", None, "Override the experiment's random seed.", **cli.SEED_BOUNDS)
 flags.DEFINE_bool("fresh", False, "Discard an interrupted run of the experiment instead of resuming it.")
 flags.DEFINE_bool(
     "deterministic", False,
     "Make TensorFlow ops deterministic too (tf.config.experimental.enable_op_determinism), so a "
     "--seed gives identical results on GPU as well; costs speed.",
 )
-flags.DEFINE_string(
-    "strategy", "default",
+flags.DEFINE_enum(
+    "strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
     "tf.distribute strategy: default (one device), mirrored (every local GPU, else the CPU), "
     "multi_worker (the cluster in $TF_CONFIG) or tpu (the TPU in $TPU_NAME or attached).",
 )
 flags.DEFINE_integer(
     "global_batch_size", None,
     "Training batch summed over all replicas (default: --batch_size per replica x replicas).",
+    **cli.BATCH_BOUNDS,
 )
 flags.DEFINE_string(
     "source_model", None,
@@ -58,25 +61,23 @@ flags.DEFINE_string(
     "tuned (or all): a best_hyperparameters.json from `python -m lenet_keras.tune`; its "
     "architecture and learning rate replace the tuned experiment's (other flags still override).",
 )
-flags.DEFINE_string(
-    "precision", "float32",
+flags.DEFINE_enum(
+    "precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16", "auto"],
     "Keras dtype policy: float32 (the study's numbers; the default), mixed_bfloat16, "
     "mixed_float16 (GPUs; with loss scaling) or auto (mixed_bfloat16 where the CPU or GPU computes "
     "bfloat16 natively, else float32; logs which and why). See docs/performance.md.",
 )
 
+cli.require_positive("learning_rate")
+cli.require_fraction("val_fraction")
+cli.require_fraction("test_fraction")
+cli.require_writable_folder("model_dir")
+
 
 def resolve_configs(exp: str):
     """The configs `--exp` names, with flag overrides applied, in the order they must run."""
     import experiments
-    from lenet_keras.errors import UserError
 
-    for name in ("epochs", "batch_size"):
-        value = getattr(FLAGS, name)
-        if value is not None and value <= 0:
-            raise UserError(f"--{name} must be a positive integer, got {value}")
-    if FLAGS.learning_rate is not None and not FLAGS.learning_rate > 0:
-        raise UserError(f"--learning_rate must be positive, got {FLAGS.learning_rate}")
     names = experiments.STUDY_ORDER if exp == "all" else (exp,)
     configs = [experiments.get_config(name) for name in names]
     if FLAGS.hparams:

@@ -28,13 +28,17 @@ flags.DEFINE_integer(
     "30), each max_epochs long. hyperband: no cap by default, the search ends when its brackets "
     "are done (30 trials, 226 epochs in all for max_epochs 20, factor 3); with a cap it stops after "
     "that many trials, where each successive-halving round that continues a model is a trial.",
+    **cli.COUNT_BOUNDS,
 )
 flags.DEFINE_integer(
     "max_epochs", 20,
     "hyperband: epochs of the longest-trained model (its budget). random/bayesian: epochs per trial.",
+    **cli.COUNT_BOUNDS,
 )
-flags.DEFINE_integer("factor", 3, "hyperband only: keep the best 1/factor of models each round.")
-flags.DEFINE_integer("seed", 42, "Seed of the tuner's sampling and of model initialisation.")
+flags.DEFINE_integer("factor", 3, "hyperband only: keep the best 1/factor of models each round.",
+                     lower_bound=2, upper_bound=100)
+flags.DEFINE_integer("seed", 42, "Seed of the tuner's sampling and of model initialisation.",
+                     **cli.SEED_BOUNDS)
 flags.DEFINE_bool("overwrite", False, "Start a new search, deleting the one in --tune_dir.")
 flags.DEFINE_integer(
     "parallel_trials", 1,
@@ -42,6 +46,7 @@ flags.DEFINE_integer(
     "TensorFlow threads, through keras-tuner's chief/worker mode on 127.0.0.1 (workers' output: "
     "<tune_dir>/logs/). On 2 cores, 2 single-threaded workers train 1.30x the images/s of one "
     "two-threaded process (docs/search.md).",
+    lower_bound=1, upper_bound=256,
 )
 flags.DEFINE_list(
     "worker_ids", [],
@@ -51,9 +56,13 @@ flags.DEFINE_list(
     "on a finished search) finds no chief. --parallel_trials passes it.",
 )
 flags.DEFINE_integer("tf_threads", 0, "TensorFlow intra-op threads of this process (0: TF's "
-                     "default, one per core); --parallel_trials sets it for its workers.")
-flags.DEFINE_string("precision", "float32", "Keras dtype policy of every trial: float32, "
+                     "default, one per core); --parallel_trials sets it for its workers.",
+                     lower_bound=0, upper_bound=1024)
+flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16", "auto"],
+                  "Keras dtype policy of every trial: float32, "
                     "mixed_bfloat16, mixed_float16 or auto, as for train (docs/performance.md).")
+
+cli.require_writable_folder("tune_dir")
 
 # The flags a --parallel_trials launch hands on to its chief and workers.
 SEARCH_FLAGS = ("data_dir", "tune_dir", "tuner", "max_trials", "max_epochs", "factor", "seed",
@@ -98,11 +107,6 @@ def launch(workers: int) -> str:
 def main() -> None:
     from lenet_keras.errors import UserError
 
-    if FLAGS.max_trials is not None and FLAGS.max_trials <= 0:
-        raise UserError(f"--max_trials must be a positive integer, got {FLAGS.max_trials}")
-    if FLAGS.parallel_trials <= 0 or FLAGS.tf_threads < 0:
-        raise UserError(f"--parallel_trials must be 1 or more (got {FLAGS.parallel_trials}) and "
-                        f"--tf_threads 0 or more (got {FLAGS.tf_threads})")
     if FLAGS.parallel_trials > 1 and FLAGS.worker_ids:
         raise UserError("--parallel_trials names its own workers: leave out --worker_ids")
     from lenet_keras.training import precision

@@ -286,3 +286,34 @@ def test_rerun_study_keeps_what_it_finished_and_continues_the_interrupted_experi
     resume.RunState(str(tmp_path / "transfer"), study[2]).record_epoch(0, {"val_accuracy": 0.1}, 1.0)
     atomic.write_json(str(tmp_path / "vanilla" / "metrics.json"), {"config": study[0].to_dict()})
     assert kept(study) == ["vanilla", "tuned"]  # left mid-run by a version without the marker
+
+
+def test_disk_full_names_the_file_that_really_holds_the_best_model(data_dir, tmp_path,
+                                                                     monkeypatch, reference):
+    """The disk fills while epoch 2 is recorded, after ModelCheckpoint wrote epoch 2's candidate
+    but before it became model.keras: the message must name the candidate, and that file must
+    hold epoch 2's model (its validation accuracy is the one the message gives)."""
+    from lenet_keras import data
+
+    config = vanilla().replace(epochs=2)
+    assert reference["history"]["val_accuracy"][1] > reference["history"]["val_accuracy"][0]
+    write_json = atomic.write_json
+
+    def full_at_epoch_2(path, payload):
+        if path.endswith(resume.PROGRESS_FILE) and len(payload["history"]["loss"]) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        write_json(path, payload)
+
+    monkeypatch.setattr(atomic, "write_json", full_at_epoch_2)
+    with pytest.raises(UserError) as caught:
+        run_experiment(config, data_dir, str(tmp_path), verbose=0)
+    message = str(caught.value)
+    found = re.search(r"best model so far \(epoch (\d+), val_accuracy ([\d.]+)\) is kept in (\S+)",
+                      message)
+    assert found, message
+    epoch, accuracy, path = int(found[1]), float(found[2]), found[3]
+    assert epoch == 2 and path.endswith("candidate-0002.keras"), message
+    splits = data.load_splits(config, data_dir)
+    held = keras.models.load_model(path).evaluate(splits.val, return_dict=True, verbose=0)
+    assert held["accuracy"] == pytest.approx(accuracy, abs=1e-4)  # the message rounds to 4 places
+    assert held["accuracy"] == pytest.approx(reference["history"]["val_accuracy"][1], abs=1e-6)

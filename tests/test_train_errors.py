@@ -86,4 +86,4 @@ def test_unreadable_dataset_info_is_a_clear_error(tmp_path, data_dir):
     version_dir = next((corrupt / "cifar100").iterdir())
     (version_dir / "dataset_info.json").write_text("{not json")
     proc = train("--exp", "vanilla", "--data_dir", str(corrupt), "--model_dir", str(tmp_path / "m"))
-    assert_one_line_error(proc, "cifar100", "prepare it again")
+    assert_one_line_error(proc, "cifar100", "move", "aside")

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import Optional
 
-from lenet_keras.data import image_folder, tfds_source
-from lenet_keras.data.tail import Splits
+# The sources are imported when used, not here: `python -m lenet_keras.data.synthetic` imports
+# this package first, and TensorFlow must not start before the command can quiet its start-up.
 
 
-def load_splits(config, data_dir: Optional[str] = None) -> Splits:
-    """Batched train/val/test datasets for ``config`` (an ExperimentConfig), from its source."""
+def load_splits(config, data_dir: Optional[str] = None):
+    """Batched train/val/test datasets (a ``tail.Splits``) for ``config``, from its source."""
+    from lenet_keras.data import image_folder, tfds_source
+
     if config.image_dir:
         return image_folder.load_splits(config)
     return tfds_source.load_splits(config, data_dir)
@@ -24,6 +26,8 @@ def load_splits(config, data_dir: Optional[str] = None) -> Splits:
 
 def coarse_labels(config, data_dir: Optional[str] = None):
     """CIFAR-100's superclass labels for the report (see tfds_source.coarse_labels), else None."""
+    from lenet_keras.data import tfds_source
+
     if config.image_dir:  # a folder of images has no superclasses
         return None
     return tfds_source.coarse_labels(config, data_dir)

@@ -11,7 +11,6 @@ so a model that learns anything scores well above chance, and one fed scrambled 
 from __future__ import annotations
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 CIFAR100_FINE = (
     "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus "
@@ -92,6 +91,7 @@ def _cifar100_builder():
 
 
 def _stl10_builder():
+    import tensorflow_datasets as tfds
     from tensorflow_datasets.datasets.stl10 import stl10_dataset_builder as stl10
 
     class SyntheticStl10(_SyntheticMixin, stl10.Builder, skip_registration=True):
@@ -137,6 +137,9 @@ def prepare(
 
     ``validation`` > 0 adds a "validation" split of that size, as many TFDS data sets have.
     """
+    # Imported here, not at the top: the command imports TensorFlow first, without its chatter.
+    import tensorflow_datasets as tfds
+
     tfds.disable_progress_bar()
     cls = BUILDERS[name]()
     sizes = {"train": train, "test": test}
@@ -153,19 +156,33 @@ def prepare(
     return str(builder.data_path)
 
 
-def main(argv=None) -> None:
-    import argparse
+def _define_flags() -> None:
+    """The command's flags; defined only when it runs (tests import this module beside train's)."""
+    from absl import flags
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data_dir", required=True)
-    parser.add_argument("--datasets", default="cifar100,stl10")
-    parser.add_argument("--train", type=int, default=500)
-    parser.add_argument("--test", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    for name in args.datasets.split(","):
-        print(prepare(name, args.data_dir, args.train, args.test, args.seed))
+    from lenet_keras import cli
+
+    flags.DEFINE_string("data_dir", None, "TFDS data dir to write the data sets into.", required=True)
+    flags.DEFINE_list("datasets", ["cifar100", "stl10"], "Data sets to write: cifar100, stl10.")
+    flags.register_validator("datasets", lambda names: bool(names) and set(names) <= set(BUILDERS),
+                             message=f"--datasets takes {', '.join(BUILDERS)}, comma-separated")
+    flags.DEFINE_integer("train", 500, "Training images per data set.", **cli.COUNT_BOUNDS)
+    flags.DEFINE_integer("test", 100, "Test images per data set.", **cli.COUNT_BOUNDS)
+    flags.DEFINE_integer("seed", 0, "Seed of the images' noise.", **cli.SEED_BOUNDS)
+    cli.require_writable_folder("data_dir")
+
+
+def main() -> None:
+    from absl import flags
+
+    FLAGS = flags.FLAGS
+    for name in FLAGS.datasets:
+        print(prepare(name, FLAGS.data_dir, FLAGS.train, FLAGS.test, FLAGS.seed))
 
 
 if __name__ == "__main__":
-    main()
+    from lenet_keras import cli
+
+    _define_flags()
+    cli.run(main, on_interrupt="rerun the same command: TFDS prepares a data set "
+            "in a temporary folder and renames it into place when it is complete")

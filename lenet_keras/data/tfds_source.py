@@ -15,6 +15,9 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.download.download_manager import (  # a wrong manual download
+    NonMatchingChecksumError as _NonMatchingChecksumError,
+)
 
 from lenet_keras.data.tail import Splits, as_splits, to_pairs
 from lenet_keras.errors import UserError, first_line
@@ -34,10 +37,12 @@ def builder_of(name: str, data_dir: str):
         return tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
         raise UserError(f"unknown TFDS dataset {name!r}: see tfds.list_builders()") from None
-    except Exception as exc:
+    except (OSError, ValueError, tf.errors.OpError) as exc:
+        # Damaged files, or files of another TFDS version: moving them aside loses nothing.
         raise UserError(
-            f"cannot read the prepared {name} in {data_dir} ({first_line(exc)}): "
-            f"delete {os.path.join(data_dir, name)} and prepare it again"
+            f"cannot read the prepared {name} in {data_dir} ({first_line(exc)}): if another "
+            f"tensorflow-datasets version prepared it or it is damaged, move "
+            f"{os.path.join(data_dir, name)} aside and let it be prepared again"
         ) from None
 
 
@@ -74,7 +79,7 @@ def ensure_available(name: str, data_dir: Optional[str]):
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
         )
-    except Exception as exc:
+    except (OSError, ValueError, tf.errors.OpError, _NonMatchingChecksumError) as exc:
         raise UserError(f"preparing {name} in {data_dir} failed: {first_line(exc)}") from None
     return builder
 

@@ -68,6 +68,12 @@ def _values(hparams) -> Mapping:
     raise UserError(f"hyperparameters must be a mapping of {', '.join(NAMES)}, got {type(hparams)}")
 
 
+def _shown(value, limit: int = 60) -> str:
+    """A value from a file, quoted and cut short, for a one-line error."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def config_overrides(hparams) -> dict:
     """ExperimentConfig fields for the searched decisions; UserError names what is missing or wrong."""
     values = _values(hparams)
@@ -78,17 +84,21 @@ def config_overrides(hparams) -> dict:
             "`python -m lenet_keras.tune` (its best_hyperparameters.json)"
         )
     problems = []
-    if values["activation"] not in ACTIVATIONS:
-        problems.append(f"activation {values['activation']!r} not in {ACTIVATIONS}")
-    if values["pooling"] not in POOLINGS:
-        problems.append(f"pooling {values['pooling']!r} not in {POOLINGS}")
+    # Each value must be of the type and among the values the search space itself offers (a
+    # JSON list or number where a choice's name belongs would otherwise fail deep in Keras).
+    for name, choices in (("activation", ACTIVATIONS), ("pooling", POOLINGS),
+                          ("hidden_units", tuple(HIDDEN_UNITS))):
+        if not isinstance(values[name], str) or values[name] not in choices:
+            problems.append(f"{name} {_shown(values[name])} is not one of {', '.join(choices)}")
     if not isinstance(values["batch_norm"], bool):
-        problems.append(f"batch_norm {values['batch_norm']!r} is not true/false")
-    if values["hidden_units"] not in HIDDEN_UNITS:
-        problems.append(f"hidden_units {values['hidden_units']!r} not in {tuple(HIDDEN_UNITS)}")
+        problems.append(f"batch_norm {_shown(values['batch_norm'])} is not true/false")
     lr = values["learning_rate"]
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        problems.append(f"learning_rate {lr!r} is not a positive number")
+    low, high = LEARNING_RATE_RANGE
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr):
+        problems.append(f"learning_rate {_shown(lr)} is not a number")
+    elif not low <= lr <= high:
+        problems.append(f"learning_rate {lr!r} is outside the searched range [{low}, {high}] "
+                        "(train's --learning_rate sets any other)")
     if problems:
         raise UserError("bad hyperparameters: " + "; ".join(problems))
     return {

@@ -7,6 +7,7 @@ from typing import Callable, List, NamedTuple
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 
 from lenet_keras.data.tail import resize_images
 from lenet_keras.errors import UserError, first_line
@@ -33,7 +34,7 @@ def load_saved_model(path: str) -> Predictor:
     try:
         loaded = tf.saved_model.load(path)
         signature = loaded.signatures[SIGNATURE]
-    except Exception as exc:  # a damaged SavedModel surfaces as many TF error types
+    except (tf.errors.OpError, OSError, ValueError, KeyError, DecodeError) as exc:
         raise UserError(f"cannot load the SavedModel in {path} ({first_line(exc)})") from None
     if CLASS_NAMES not in signature.structured_outputs or not hasattr(loaded, CLASS_NAMES):
         raise UserError(f"{path} was not written by python -m lenet_keras.export "

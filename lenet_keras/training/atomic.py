@@ -31,6 +31,30 @@ def fsync_path(path: str) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it where Linux shows it (os.umask can only be
+    read by setting it, which races with other threads creating files)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def ordinary_mode(path: str, folder: bool = False) -> None:
+    """Gives ``path`` the mode a plain ``open``/``mkdir`` would (0644/0755 under umask 022).
+
+    ``mkstemp``/``mkdtemp`` make private files, which a renamed-into-place file would keep: a
+    serving or report process running as another user could not read what was published.
+    """
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
+
 def replace(src: str, dst: str) -> None:
     """Moves a finished file ``src`` over ``dst`` durably; ``dst`` is never seen half-written."""
     fsync_path(src)
@@ -50,6 +74,7 @@ def writing(path: str) -> Iterator[str]:
     fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{ext}", dir=folder)
     os.close(fd)
     try:
+        ordinary_mode(tmp)
         yield tmp
         replace(tmp, path)
     finally:
@@ -64,14 +89,14 @@ def new_folder(final: str, prefix: str) -> Iterator[str]:
 
     The rename refuses to replace a non-empty folder (OSError, errno ENOTEMPTY or EEXIST): a
     ``final`` that appeared meanwhile is never overwritten, and the caller decides what that means.
-    The temporary folder never outlives the block. Folders are made readable by others (mkdtemp's
-    are private): they hold data other programs serve or read.
+    The temporary folder never outlives the block. It gets an ordinary mode (mkdtemp's are
+    private): it holds data other programs serve or read.
     """
     parent = os.path.dirname(os.path.abspath(final))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=prefix, dir=parent)
     try:
-        os.chmod(staging, 0o755)
+        ordinary_mode(staging, folder=True)
         yield staging
         os.rename(staging, final)
         fsync_path(parent)

@@ -63,7 +63,7 @@ def _tpu_strategy() -> tf.distribute.Strategy:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
-    except Exception as exc:  # the resolver raises ValueError, RuntimeError or gRPC errors
+    except (ValueError, RuntimeError, tf.errors.OpError) as exc:  # what the resolver raises
         raise UserError(
             f"--strategy tpu found no TPU ({first_line(exc, 120)}): run on a Cloud TPU VM or set "
             "TPU_NAME to the TPU's name or grpc:// address"

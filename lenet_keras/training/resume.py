@@ -137,12 +137,31 @@ class RunState:
         """The artifacts are published: nothing is left to resume."""
         shutil.rmtree(self.staging, ignore_errors=True)
 
+    def best_model_file(self) -> Optional[str]:
+        """The file that holds the best epoch's model now, or None.
+
+        ModelCheckpoint writes an improving epoch's candidate before that epoch is recorded, and
+        the candidate becomes ``model.keras`` only after the epoch's backup: a run that failed in
+        between (a full disk while writing the backup) has its best model in the candidate, and
+        ``model.keras`` still holds the previous best.
+        """
+        if self.best_value is None:
+            return None
+        epoch = self.history[MONITOR].index(self.best_value) + 1
+        candidate = self.candidate_pattern.format(epoch=epoch)
+        if os.path.exists(candidate):
+            return candidate
+        return self.best_model_path if os.path.exists(self.best_model_path) else None
+
     def where_best(self) -> str:
-        if os.path.exists(self.best_model_path):
-            best = self.history[MONITOR].index(self.best_value) + 1
-            return (f"the best model so far (epoch {best}, {MONITOR} {self.best_value:.4f}) is "
-                    f"kept in {self.best_model_path}")
-        return "no epoch had finished, so there is no model to keep"
+        path = self.best_model_file()
+        if path is None:
+            return "no epoch had finished, so there is no model to keep"
+        best = self.history[MONITOR].index(self.best_value) + 1
+        rerun = ("" if path == self.best_model_path
+                 else " (copy it elsewhere to keep it: a rerun trains that epoch again)")
+        return (f"the best model so far (epoch {best}, {MONITOR} {self.best_value:.4f}) is "
+                f"kept in {path}{rerun}")
 
     def write_error(self, exc: OSError) -> UserError:
         where = exc.filename or self.exp_dir

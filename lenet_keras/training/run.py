@@ -199,8 +199,8 @@ def _run_locked(config, data_dir, model_dir, exp_dir, source_model, verbose, ext
     except tf.errors.DataLossError as exc:
         raise UserError(
             f"the prepared {config.dataset} data is corrupt or truncated ({_data_loss_reason(exc)}): "
-            f"delete {os.path.join(tfds_source.default_data_dir(data_dir), config.dataset)} and "
-            "prepare it again (the earlier results in the model dir are untouched)"
+            f"move {os.path.join(tfds_source.default_data_dir(data_dir), config.dataset)} aside and "
+            "let it be prepared again (the earlier results in the model dir are untouched)"
         ) from None
     except OSError as exc:
         raise state.write_error(exc) from None

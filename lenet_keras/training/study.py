@@ -16,6 +16,7 @@ import json
 import os
 from typing import List, Sequence
 
+from lenet_keras.errors import UserError
 from lenet_keras.training import atomic
 from lenet_keras.training.artifacts import STAGING, experiment_dir, finished_metrics
 from lenet_keras.training.resume import PROGRESS_FILE
@@ -62,8 +63,12 @@ class Study:
         return kept
 
     def begin(self) -> None:
-        os.makedirs(self.model_dir, exist_ok=True)
-        atomic.write_json(self.path, self._payload())
+        try:
+            os.makedirs(self.model_dir, exist_ok=True)
+            atomic.write_json(self.path, self._payload())
+        except OSError as exc:
+            raise UserError(f"cannot write {exc.filename or self.path} ({exc.strerror or exc}): "
+                            "choose another --model_dir, or free disk space") from None
 
     def end(self) -> None:
         try:
