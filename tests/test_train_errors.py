@@ -22,10 +22,10 @@ def train(*args, **kw):
 
 
 @pytest.mark.parametrize("args,needles", [
-    (["--exp", "resnet"], ["unknown experiment 'resnet'", "vanilla, tuned, transfer"]),
-    (["--exp", "vanilla", "--epochs", "0"], ["--epochs must be a positive integer"]),
-    (["--exp", "vanilla", "--batch_size", "-4"], ["--batch_size must be a positive integer"]),
-    (["--exp", "vanilla", "--learning_rate", "0"], ["--learning_rate must be positive"]),
+    (["--exp", "resnet"], ["--exp=resnet", "vanilla|tuned|transfer|all"]),
+    (["--exp", "vanilla", "--epochs", "0"], ["--epochs=0", "range [1,"]),
+    (["--exp", "vanilla", "--batch_size", "-4"], ["--batch_size=-4", "range [1,"]),
+    (["--exp", "vanilla", "--learning_rate", "0"], ["--learning_rate must be a positive number"]),
 ])
 def test_bad_flags(tmp_path, args, needles):
     assert_one_line_error(train(*args, "--model_dir", str(tmp_path)), *needles)
