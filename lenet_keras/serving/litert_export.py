@@ -52,7 +52,7 @@ class Parity:
             return (f"agrees with the Keras model on {self.agreement:.1%} of {self.images} test "
                     f"images, below the {min_agreement:.1%} floor")
         drop = 100 * (self.keras_accuracy - self.litert_accuracy)
-        if max_drop is not None and drop > max_drop:
+        if max_drop is not None and drop > max_drop + 1e-9:  # 1.5 itself is within
             return (f"test accuracy {self.litert_accuracy:.2%} is {drop:.2f} points below the "
                     f"Keras model's {self.keras_accuracy:.2%} (at most {max_drop} allowed)")
         return None
@@ -166,8 +166,11 @@ def export_trained_litert(exp: Optional[str], model_dir: str, export_base: str,
     if calibration <= 0:
         raise UserError(f"--calibration_images must be a positive integer, got {calibration}")
     path, default_name = trained_model_path(exp, model_dir, source_model)
+    model_name = model_name or default_name
+    # A taken --version or a bad name fails now, not after reading the data.
+    new_version_folder(os.path.join(export_base, litert.LITERT_FOLDER), model_name, version)
     model, class_names = load_trained(path)
     config = run_config(path, exp)
     calibration_images, test_images, test_labels = experiment_images(config, data_dir, calibration)
-    return export_litert(model, class_names, export_base, model_name or default_name, version,
-                         quantize, calibration_images, test_images, test_labels, allow_below_floor)
+    return export_litert(model, class_names, export_base, model_name, version, quantize,
+                         calibration_images, test_images, test_labels, allow_below_floor)
