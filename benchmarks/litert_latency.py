@@ -8,10 +8,12 @@ CIFAR-100 50,000 / 10,000, STL-10 5,000 / 8,000) unless --model_dir already hold
 it as a SavedModel and, through ``python -m lenet_keras.export --format litert``'s own function
 (parity checked), as LiteRT float32, float16 and int8. All four run in this one process: the
 SavedModel's ``serving_default`` through ``tf.saved_model.load`` (the graph TF Serving runs), the
-``.tflite`` files through the LiteRT interpreter. Per run: the median latency of ``--singles``
-single-image calls (uint8 [1, 32, 32, 3]); figures are the median (min–max) over ``--runs`` runs,
-contenders interleaved per run so load from other processes hits each alike. Accuracy is on the
-whole test split. Goal (issue 22): int8 >= 10x faster per image than the SavedModel, <= 80 KB.
+``.tflite`` files through the LiteRT interpreter as ``predict`` calls it (``LiteRTModel``:
+set_tensor, invoke, get_tensor in a Python loop), and ``invoke()`` alone. Per run: the median
+latency of ``--singles`` single-image calls (uint8 [1, 32, 32, 3]); figures are the median
+(min–max) over ``--runs`` runs, contenders interleaved per run so load from other processes hits
+each alike. Accuracy is on the whole test split. Goal (issue 22): int8 >= 10x faster per image
+than the SavedModel, <= 80 KB.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ def trained_model(args) -> str:
             synthetic.prepare(name, args.data_dir, *needed[name])
     names = [config.source_experiment, args.exp] if config.source_experiment else [args.exp]
     for name in names:
+        if os.path.exists(os.path.join(args.model_dir, name, "model.keras")):
+            continue  # e.g. transfer's source, trained by an earlier run
         run_experiment(experiments.get_config(name).replace(epochs=args.epochs), args.data_dir,
                        args.model_dir, verbose=0)
     return path
@@ -64,6 +68,14 @@ def median_latency_us(call, image, singles: int) -> float:
         call(image)
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds) * 1e6
+
+
+def invoke_only(runner):
+    """The interpreter's own work on one image already in its input tensor: no Python loop, no
+    copies (what a device's C++ or Kotlin loop pays, less the copy of the 3 KB input)."""
+    def call(image):
+        runner.interpreter.invoke()
+    return call
 
 
 def main() -> None:
@@ -107,8 +119,9 @@ def main() -> None:
                                               calibration, test_images, test_labels,
                                               allow_below_floor=True)
             tflite = os.path.join(folder, litert.MODEL_FILE)
+            runner = litert.LiteRTModel(tflite)
             rows[f"LiteRT {quantize if quantize != 'none' else 'float32'}"] = {
-                "call": litert.LiteRTModel(tflite).probabilities,
+                "call": runner.probabilities, "invoke": invoke_only(runner),
                 "bytes": os.path.getsize(tflite), "accuracy": parity.litert_accuracy,
                 "agreement": parity.agreement, "shortfall": parity.shortfall()}
         rng = np.random.default_rng(0)
@@ -117,9 +130,12 @@ def main() -> None:
             for _ in range(20):
                 row["call"](image)
         runs = {name: [] for name in rows}
+        invokes = {name: [] for name, row in rows.items() if "invoke" in row}
         for _ in range(args.runs):
             for name, row in rows.items():
                 runs[name].append(median_latency_us(row["call"], image, args.singles))
+                if "invoke" in row:
+                    invokes[name].append(median_latency_us(row["invoke"], image, args.singles))
 
     reference = "SavedModel (serving_default)"
     speedups = {name: summary([r / x for r, x in zip(runs[reference], runs[name], strict=True)])
@@ -127,14 +143,15 @@ def main() -> None:
     print(f"{args.exp}, {len(test_images):,} test images, TF {tf.__version__}, "
           f"interpreter {litert.interpreter_class().__module__}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f} at the end")
-    print("| model | per-image latency, µs | / SavedModel (speed-up) | file size | "
-          "test accuracy | top-1 agreement with Keras |")
-    print("|---|---|---|---|---|---|")
+    print("| model | per-image latency, µs | / SavedModel (speed-up) | invoke() alone, µs | "
+          "file size | test accuracy | top-1 agreement with Keras |")
+    print("|---|---|---|---|---|---|---|")
     for name, row in rows.items():
         agreement = "—" if row["agreement"] is None else f"{row['agreement']:.2%}"
         if row.get("shortfall"):
             agreement += " (below the floor)"
-        print(f"| {name} | {fmt(summary(runs[name]), 1)} | {fmt(speedups[name], 1)}x | "
+        invoke = fmt(summary(invokes[name]), 1) if name in invokes else "—"
+        print(f"| {name} | {fmt(summary(runs[name]), 1)} | {fmt(speedups[name], 1)}x | {invoke} | "
               f"{row['bytes'] / 1000:,.1f} KB | {row['accuracy']:.2%} | {agreement} |")
     int8 = "LiteRT int8"
     met = (speedups[int8]["median"] >= GOAL_SPEEDUP and rows[int8]["bytes"] <= GOAL_KB * 1000)

@@ -124,27 +124,27 @@ class LiteRTModel:
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"cannot load the LiteRT model {path} ({first_line(exc)}): pass a "
                             "model.tflite written by python -m lenet_keras.export") from None
-        (self._input,), (self._output,) = (self.interpreter.get_input_details(),
-                                           self.interpreter.get_output_details())
-        shape = tuple(self._input["shape"])
+        (self.input_details,) = self.interpreter.get_input_details()
+        (self.output_details,) = self.interpreter.get_output_details()
+        shape = tuple(self.input_details["shape"])
         if (len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or shape[1] != shape[2]
-                or self._input["dtype"] != np.uint8):
-            raise UserError(f"{path} takes {self._input['dtype'].__name__} {list(shape)}, not "
-                            "uint8 [1, size, size, 3]: it was not written by lenet_keras.export")
+                or self.input_details["dtype"] != np.uint8):
+            raise UserError(f"{path} takes {self.input_details['dtype'].__name__} {list(shape)}, "
+                            "not uint8 [1, size, size, 3]: it was not written by lenet_keras.export")
         self.image_size = int(shape[1])
-        scale, zero_point = self._input["quantization"]
+        scale, zero_point = self.input_details["quantization"]
         if scale and (scale, zero_point) != (1.0, 0):
             raise UserError(f"{path}'s uint8 input is quantized with scale {scale} and zero point "
                             f"{zero_point}, not raw pixels: export it again")
-        self.num_classes = int(self._output["shape"][-1])
+        self.num_classes = int(self.output_details["shape"][-1])
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """uint8 [n, size, size, 3] -> float32 [n, classes], one invocation per image."""
         out = np.empty((len(images), self.num_classes), np.float32)
         for i, image in enumerate(images):
-            self.interpreter.set_tensor(self._input["index"], image[np.newaxis])
+            self.interpreter.set_tensor(self.input_details["index"], image[np.newaxis])
             self.interpreter.invoke()
-            out[i] = self.interpreter.get_tensor(self._output["index"])[0]
+            out[i] = self.interpreter.get_tensor(self.output_details["index"])[0]
         return out
 
 

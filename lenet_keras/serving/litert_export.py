@@ -49,7 +49,7 @@ class Parity:
         """What falls below this quantization's floor, or None."""
         min_agreement, max_drop = FLOORS[self.quantize]
         if self.agreement < min_agreement:
-            return (f"agrees with the Keras model on {self.agreement:.1%} of {self.images} test "
+            return (f"agrees with the Keras model on {self.agreement:.1%} of {self.images:,} test "
                     f"images, below the {min_agreement:.1%} floor")
         drop = 100 * (self.keras_accuracy - self.litert_accuracy)
         if max_drop is not None and drop > max_drop + 1e-9:  # 1.5 itself is within
@@ -62,7 +62,7 @@ class Parity:
         accuracy = f"accuracy {self.litert_accuracy:.2%} (Keras {self.keras_accuracy:.2%}"
         accuracy += f", at most {max_drop} points below)" if max_drop is not None else ")"
         return (f"LiteRT {self.quantize}: top-1 agreement with Keras {self.agreement:.2%} "
-                f"(floor {min_agreement:.1%}) on {self.images} test images; {accuracy}")
+                f"(floor {min_agreement:.1%}) on {self.images:,} test images; {accuracy}")
 
 
 def measure_parity(model, runner: litert.LiteRTModel, images: np.ndarray, labels: np.ndarray,
