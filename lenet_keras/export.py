@@ -53,7 +53,7 @@ def main() -> None:
         litert_only = [f"--{name}" for name in ("quantize", "data_dir", "calibration_images",
                                                 "allow_below_floor") if FLAGS[name].present]
         if litert_only:
-            raise UserError(f"{', '.join(litert_only)} only apply to --format litert")
+            raise UserError(f"{', '.join(litert_only)} can only be used with --format litert")
         from lenet_keras.serving.export import export_trained
 
         print(export_trained(FLAGS.exp, FLAGS.model_dir, FLAGS.export_base, FLAGS.model_name,

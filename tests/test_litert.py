@@ -216,6 +216,9 @@ def test_cli_exports_checks_and_predicts_in_the_products_import_order(
     ai_edge_litert's interpreter: the order of LiteRT#8272 ("InterpreterWrapper already
     registered")."""
     base = str(tmp_path)
+    misused = run_cli("lenet_keras.export", "--exp", "tuned", "--quantize", "int8",
+                      "--model_dir", study_dir, "--export_base", base)
+    assert_one_line_error(misused, "--quantize can only be used with --format litert")
     refused = run_cli("lenet_keras.export", "--exp", "tuned", "--format", "litert",
                       "--quantize", "int8", "--calibration_images", "64",
                       "--model_dir", study_dir, "--data_dir", data_dir, "--export_base", base)
