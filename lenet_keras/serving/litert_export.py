@@ -136,7 +136,8 @@ def run_config(model_path: str, exp: Optional[str]) -> ExperimentConfig:
 def experiment_images(config: ExperimentConfig, data_dir: Optional[str],
                       calibration: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(``calibration`` shuffled training images, test images, test labels) of the experiment's
-    source, TFDS or a folder, read and resized as training read them."""
+    source, TFDS or a folder, read and resized as training read them. ``calibration`` 0 reads no
+    training images (the shuffle decodes the whole split first)."""
     from lenet_keras import data
 
     splits = data.load_splits(config, data_dir)
@@ -146,6 +147,8 @@ def experiment_images(config: ExperimentConfig, data_dir: Optional[str],
     test_images = np.concatenate([images for images, _ in batches])
     test_labels = np.concatenate([labels for _, labels in batches])
     calibration_images: List[np.ndarray] = []
+    if calibration == 0:
+        return np.zeros((0, *test_images.shape[1:]), np.uint8), test_images, test_labels
     # The training pipeline's seeded shuffle: a folder source lists its images class by class.
     for images, _ in splits.train.as_numpy_iterator():
         calibration_images.extend(images[: calibration - len(calibration_images)])
@@ -171,6 +174,7 @@ def export_trained_litert(exp: Optional[str], model_dir: str, export_base: str,
     new_version_folder(os.path.join(export_base, litert.LITERT_FOLDER), model_name, version)
     model, class_names = load_trained(path)
     config = run_config(path, exp)
-    calibration_images, test_images, test_labels = experiment_images(config, data_dir, calibration)
+    calibration_images, test_images, test_labels = experiment_images(
+        config, data_dir, calibration if quantize == "int8" else 0)
     return export_litert(model, class_names, export_base, model_name, version, quantize,
                          calibration_images, test_images, test_labels, allow_below_floor)
