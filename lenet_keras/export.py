@@ -1,12 +1,17 @@
-"""Export a trained model as a SavedModel that TF Serving loads.
+"""Export a trained model: a SavedModel that TF Serving loads, or a LiteRT model for devices.
 
     python -m lenet_keras.export --exp vanilla|tuned|transfer [--model_dir saved_models]
         [--export_base saved_models/serving] [--model_name lenet_<exp>] [--version N]
         [--source_model PATH.keras]
+        [--format saved_model|litert] [--quantize none|float16|int8] [--data_dir D]
+        [--calibration_images 300] [--allow_below_floor]
 
-Writes ``<export_base>/<model_name>/<version>/`` (saved_model.pb + variables/), the layout TF
-Serving polls, and prints that folder. The signature is in lenet_keras/serving/signature.py and
-docs/serving.md.
+``--format saved_model`` (the default) writes ``<export_base>/<model_name>/<version>/``
+(saved_model.pb + variables/), the layout TF Serving polls. ``--format litert`` writes
+``<export_base>/litert/<model_name>/<version>/`` (model.tflite + labels.txt) after checking the
+model in the LiteRT interpreter against Keras on the experiment's test split (read from
+``--data_dir``); below the parity floor it publishes nothing unless ``--allow_below_floor``. Either
+way the new folder is printed last. See docs/serving.md.
 """
 
 from __future__ import annotations
@@ -16,19 +21,34 @@ import os
 from absl import flags
 
 from lenet_keras import cli
+from lenet_keras.errors import UserError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("exp", None, ["vanilla", "tuned", "transfer"],
                   "Experiment to export: vanilla, tuned or transfer.")
 flags.DEFINE_string("model_dir", "saved_models", "Where training wrote <model_dir>/<exp>/.")
 flags.DEFINE_string("export_base", os.path.join("saved_models", "serving"),
-                    "TF Serving's base folder; exports go to <export_base>/<model_name>/<N>/.")
-flags.DEFINE_string("model_name", None, "TF Serving model name (default: lenet_<exp>).")
+                    "TF Serving's base folder; exports go to <export_base>/<model_name>/<N>/ "
+                    "(LiteRT: <export_base>/litert/<model_name>/<N>/).")
+flags.DEFINE_string("model_name", None, "Model folder name (default: lenet_<exp>).")
 flags.DEFINE_integer("version", None, "Version to write (default: one above the highest).",
                      lower_bound=1, upper_bound=2**63 - 1)
 flags.DEFINE_string("source_model", None,
                     "Export this .keras file instead of <model_dir>/<exp>/model.keras; its "
                     "class names come from the metrics.json beside it.")
+flags.DEFINE_enum("format", "saved_model", ["saved_model", "litert"],
+                  "saved_model for TF Serving, litert for a .tflite model on devices.")
+flags.DEFINE_enum("quantize", "none", ["none", "float16", "int8"],
+                  "LiteRT only: float32 (none), float16 weights, or full-integer int8 calibrated "
+                  "on training images.")
+flags.DEFINE_string("data_dir", None,
+                    "LiteRT only: TFDS data_dir of the experiment's data, for the parity check "
+                    "and int8 calibration (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).")
+flags.DEFINE_integer("calibration_images", 300,
+                     "LiteRT int8 only: how many training images calibrate the quantization.",
+                     **cli.COUNT_BOUNDS)
+flags.DEFINE_bool("allow_below_floor", False,
+                  "LiteRT only: publish even when parity with Keras is below the floor.")
 cli.require_writable_folder("export_base")
 flags.register_validator(
     "model_name", lambda name: name is None or (name not in ("", ".", "..") and os.sep not in name),
@@ -36,10 +56,26 @@ flags.register_validator(
 
 
 def main() -> None:
-    from lenet_keras.serving.export import export_trained
+    if FLAGS.format == "saved_model":
+        litert_only = [f"--{name}" for name in ("quantize", "data_dir", "calibration_images",
+                                                "allow_below_floor") if FLAGS[name].present]
+        if litert_only:
+            raise UserError(f"{', '.join(litert_only)} can only be used with --format litert")
+        from lenet_keras.serving.export import export_trained
 
-    print(export_trained(FLAGS.exp, FLAGS.model_dir, FLAGS.export_base, FLAGS.model_name,
-                         FLAGS.version, FLAGS.source_model))
+        print(export_trained(FLAGS.exp, FLAGS.model_dir, FLAGS.export_base, FLAGS.model_name,
+                             FLAGS.version, FLAGS.source_model))
+        return
+    from lenet_keras.serving.litert_export import export_trained_litert
+
+    folder, parity = export_trained_litert(
+        FLAGS.exp, FLAGS.model_dir, FLAGS.export_base, FLAGS.model_name, FLAGS.version,
+        FLAGS.source_model, FLAGS.quantize, FLAGS.data_dir, FLAGS.calibration_images,
+        FLAGS.allow_below_floor)
+    print(parity.summary())
+    if parity.shortfall():
+        print(f"published below the floor (--allow_below_floor): it {parity.shortfall()}")
+    print(folder)
 
 
 if __name__ == "__main__":

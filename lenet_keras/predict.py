@@ -2,11 +2,13 @@
 
     python -m lenet_keras.predict --model PATH [--top_k 5] [--json] IMAGE...
 
-PATH is a .keras file written by training (class names from the metrics.json beside it) or an
+PATH is a .keras file written by training (class names from the metrics.json beside it), an
 exported SavedModel: a version folder <export_base>/<model_name>/<N>/, or the <model_name> folder
-itself (its highest version, as TF Serving would pick). Images are PNG/JPEG of any size; they are
-resized exactly as the training data was. A missing or unreadable image gets one error line naming
-it after every other image was answered, and the exit status is then 2. See docs/serving.md.
+itself (its highest version, as TF Serving would pick), or an exported LiteRT model.tflite (class
+names from the labels.txt beside it; run by the LiteRT interpreter). Images are PNG/JPEG of any
+size; they are resized exactly as the training data was. A missing or unreadable image gets one
+error line naming it after every other image was answered, and the exit status is then 2. See
+docs/serving.md.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from lenet_keras import cli
 from lenet_keras.errors import UserError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "A .keras file or an exported SavedModel folder.")
+flags.DEFINE_string("model", None,
+                    "A .keras file, an exported SavedModel folder or an exported .tflite file.")
 flags.DEFINE_integer("top_k", 5, "How many classes to print per image, most probable first.",
                      **cli.COUNT_BOUNDS)
 flags.DEFINE_bool("json", False, "Print one JSON document instead of text.")
@@ -28,7 +31,7 @@ flags.DEFINE_bool("json", False, "Print one JSON document instead of text.")
 
 def main(images: List[str]) -> None:
     if not FLAGS.model:
-        raise UserError("pass --model: a .keras file or an exported SavedModel folder")
+        raise UserError("pass --model: a .keras file, an exported SavedModel folder or a .tflite file")
     if not images:
         raise UserError("pass one or more image files after the flags")
     from lenet_keras.serving.classify import predict_files, render

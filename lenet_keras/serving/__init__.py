@@ -1,2 +1,3 @@
-"""Serving: the signature (``signature``), writing versions for TF Serving (``export``), and
-loading either a ``.keras`` file or an exported version to classify with (``load``)."""
+"""Serving: the signature (``signature``), writing versions for TF Serving (``export``), LiteRT
+conversion and its interpreter (``litert``) and checked LiteRT versions (``litert_export``), and
+loading a ``.keras`` file, an exported version or a ``.tflite`` file to classify with (``load``)."""

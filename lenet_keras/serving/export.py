@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from lenet_keras import models
 from lenet_keras.errors import UserError
@@ -58,6 +58,14 @@ def write_saved_model(model, class_names: Sequence[str], folder: str) -> None:
 def export_model(model, class_names: Sequence[str], export_base: str, model_name: str,
                  version: Optional[int] = None) -> str:
     """Writes <export_base>/<model_name>/<version>/ and returns its path; never overwrites one."""
+    final = new_version_folder(export_base, model_name, version)
+    write_saved_model(model, class_names, final)
+    return final
+
+
+def new_version_folder(export_base: str, model_name: str, version: Optional[int] = None) -> str:
+    """<export_base>/<model_name>/<version>/ for a new version (default: one above the highest),
+    not yet created; UserError for a bad name or version, or one that exists."""
     if not model_name or "/" in model_name or model_name.startswith("."):
         raise UserError(f"--model_name {model_name!r} must be a folder name like lenet_tuned")
     model_base = os.path.join(export_base, model_name)
@@ -69,7 +77,6 @@ def export_model(model, class_names: Sequence[str], export_base: str, model_name
     if os.path.exists(final):
         raise UserError(f"{final} already exists and versions are never overwritten: "
                         "pass another --version or leave it out to get the next one")
-    write_saved_model(model, class_names, final)
     return final
 
 
@@ -83,18 +90,22 @@ def export_trained(exp: Optional[str], model_dir: str, export_base: str,
                    model_name: Optional[str] = None, version: Optional[int] = None,
                    source_model: Optional[str] = None) -> str:
     """What ``python -m lenet_keras.export`` does: returns the new version folder."""
+    path, default_name = trained_model_path(exp, model_dir, source_model)
+    model, class_names = load_trained(path)
+    return export_model(model, class_names, export_base, model_name or default_name, version)
+
+
+def trained_model_path(exp: Optional[str], model_dir: str,
+                       source_model: Optional[str] = None) -> Tuple[str, str]:
+    """(the .keras file to export, its default model name lenet_<name>) for the export flags."""
     if source_model:
-        path = source_model
-        stem = os.path.splitext(os.path.basename(path))[0]
+        stem = os.path.splitext(os.path.basename(source_model))[0]
         if stem == "model":  # training's <model_dir>/<exp>/model.keras: the folder names it
-            stem = os.path.basename(os.path.dirname(os.path.abspath(path)))
-        default_name = f"lenet_{exp or stem}"
-    elif exp:
+            stem = os.path.basename(os.path.dirname(os.path.abspath(source_model)))
+        return source_model, f"lenet_{exp or stem}"
+    if exp:
         import experiments
 
         experiments.get_config(exp)  # UserError for an unknown name
-        path, default_name = os.path.join(model_dir, exp, MODEL_FILE), f"lenet_{exp}"
-    else:
-        raise UserError("say what to export: --exp vanilla|tuned|transfer or --source_model PATH")
-    model, class_names = load_trained(path)
-    return export_model(model, class_names, export_base, model_name or default_name, version)
+        return os.path.join(model_dir, exp, MODEL_FILE), f"lenet_{exp}"
+    raise UserError("say what to export: --exp vanilla|tuned|transfer or --source_model PATH")

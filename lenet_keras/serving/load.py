@@ -1,4 +1,5 @@
-"""Loading a model to classify with: a ``.keras`` file from training or an exported SavedModel."""
+"""Loading a model to classify with: a ``.keras`` file from training, an exported SavedModel, or an
+exported LiteRT ``.tflite`` file."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from google.protobuf.message import DecodeError
 from lenet_keras.data.tail import resize_images
 from lenet_keras.errors import UserError, first_line
 from lenet_keras.models import image_size_of
+from lenet_keras.serving import litert
 from lenet_keras.serving.export import existing_versions, load_trained
 from lenet_keras.serving.signature import CLASS_NAMES, INPUT_NAME, SIGNATURE
 
@@ -49,10 +51,27 @@ def load_saved_model(path: str) -> Predictor:
     return Predictor(probabilities, names)
 
 
+def load_litert(path: str) -> Predictor:
+    """An exported ``model.tflite`` (class names from the labels.txt beside it), run by the LiteRT
+    interpreter one image at a time after the resize training used."""
+    if not os.path.isfile(path):
+        raise UserError(f"no LiteRT model at {path}: pass a model.tflite written by "
+                        "python -m lenet_keras.export --format litert")
+    model = litert.LiteRTModel(path)
+    names = litert.read_labels(path, model.num_classes)
+
+    def probabilities(images: np.ndarray) -> np.ndarray:
+        return model.probabilities(resize_images(tf.constant(images), model.image_size).numpy())
+
+    return Predictor(probabilities, names)
+
+
 def load_predictor(path: str) -> Predictor:
-    """A .keras file or an exported SavedModel folder, as one Predictor."""
+    """A .keras file, an exported SavedModel folder or a .tflite file, as one Predictor."""
     if os.path.isdir(path):
         return load_saved_model(path)
+    if path.endswith(".tflite"):
+        return load_litert(path)
     model, names = load_trained(path)
     image_size = image_size_of(model)
 

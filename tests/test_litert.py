@@ -1,0 +1,239 @@
+"""LiteRT export: parity with Keras in the interpreter, the floors, versions, labels.txt, predict."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lenet_keras import models
+from lenet_keras.data.synthetic import class_images
+from lenet_keras.errors import UserError
+from lenet_keras.serving import export, litert
+from lenet_keras.serving import litert_export as lx
+from lenet_keras.serving import load as serving
+from lenet_keras.serving.classify import predict_files
+from tests.conftest import assert_one_line_error, run_cli
+from tests.test_predict import image_files  # noqa: F401  (the fixture: real PNG/JPEG files)
+
+CALIBRATION = 32  # a few hundred in the product; enough here to calibrate and fast
+
+
+@pytest.fixture(scope="module")
+def confident():
+    """(model, train images, test images, test labels): a 10-class LeNet-5 trained in memory until
+    it is sure of its answers, as a finished study's models are; 1-epoch models are not (below)."""
+    rng = np.random.default_rng(0)
+    labels, test_labels = rng.integers(0, 10, 400), rng.integers(0, 10, 200)
+    images = class_images(labels, 32, 10, seed=1)
+    keras.utils.set_random_seed(0)
+    model = models.compile_classifier(models.build_lenet5(10, activation="relu", pooling="max"),
+                                      3e-3, steps_per_execution=13)
+    model.fit(images, labels, epochs=4, batch_size=32, verbose=0)
+    return model, images, class_images(test_labels, 32, 10, seed=2), test_labels
+
+
+@pytest.fixture(scope="module")
+def exports(confident, tmp_path_factory):
+    """{quantize: (version folder, parity)}: the confident model exported once per quantization."""
+    model, images, test_images, test_labels = confident
+    base = str(tmp_path_factory.mktemp("litert"))
+    names = [f"class_{i}" for i in range(10)]
+    return {quantize: lx.export_litert(model, names, base, f"m_{quantize}", None, quantize,
+                                       images[:CALIBRATION], test_images, test_labels)
+            for quantize in litert.QUANTIZATIONS}
+
+
+@pytest.fixture(scope="module")
+def transfer_export(trained_dir, data_dir, tmp_path_factory):
+    """(export_base, version folder, parity) of the 1-epoch transfer model, as the command does."""
+    base = str(tmp_path_factory.mktemp("litert_transfer"))
+    return (base, *lx.export_trained_litert("transfer", trained_dir, base, data_dir=data_dir))
+
+
+@pytest.fixture(scope="module")
+def tuned_data(trained_dir, data_dir):
+    """(1-epoch tuned model, its class names, calibration, test images, test labels), the data read
+    from the synthetic TFDS cifar100 by the product's own path."""
+    path = os.path.join(trained_dir, "tuned", "model.keras")
+    model, names = export.load_trained(path)
+    config = lx.run_config(path, None)  # its config.json
+    return (model, names, *lx.experiment_images(config, data_dir, CALIBRATION))
+
+
+def op_names(runner: litert.LiteRTModel):
+    return [op["op_name"] for op in runner.interpreter._get_ops_details()]
+
+
+@pytest.mark.parametrize("quantize", litert.QUANTIZATIONS)
+def test_every_quantization_meets_its_floor_in_the_interpreter(confident, exports, quantize):
+    model, _, test_images, _ = confident
+    folder, parity = exports[quantize]
+    assert parity.shortfall() is None, parity.summary()
+    assert parity.images == 200 and parity.agreement >= lx.FLOORS[quantize][0]
+    runner = litert.LiteRTModel(os.path.join(folder, litert.MODEL_FILE))
+    expected = model.predict(test_images, verbose=0)
+    got = runner.probabilities(test_images)
+    assert got.dtype == np.float32 and got.shape == (200, 10)
+    atol = {"none": 1e-5, "float16": 1e-2, "int8": 0.05}[quantize]
+    np.testing.assert_allclose(got, expected, atol=atol)
+    np.testing.assert_allclose(got.sum(axis=1), 1, atol=0.02)
+
+
+def test_int8_is_integer_from_the_raw_uint8_input_on(exports):
+    sizes = {}
+    for quantize, (folder, _) in exports.items():
+        path = os.path.join(folder, litert.MODEL_FILE)
+        sizes[quantize] = os.path.getsize(path)
+        runner = litert.LiteRTModel(path)
+        details = runner.interpreter.get_input_details()[0]
+        assert details["dtype"] == np.uint8 and list(details["shape"]) == [1, 32, 32, 3]
+        assert runner.interpreter.get_output_details()[0]["dtype"] == np.float32
+    ops = op_names(runner)  # int8's, the last
+    # Raw pixels are the quantized input (scale 1, zero point 0): no float CAST in front.
+    assert details["quantization"] == (1.0, 0)
+    assert ops[0] == "QUANTIZE" and "CAST" not in ops, ops
+    assert [op for op in ops if op in ("QUANTIZE", "DEQUANTIZE")] == ["QUANTIZE", "DEQUANTIZE"]
+    assert sizes["float16"] < 0.6 * sizes["none"] and sizes["int8"] < 0.35 * sizes["none"], sizes
+
+
+def test_a_model_below_the_floor_is_refused_and_nothing_is_published(tuned_data, tmp_path):
+    """A 1-epoch model's probabilities are nearly uniform: int8's 1/256 steps of the softmax turn
+    them into ties, so its top-1 class is rarely Keras's, a real case of the floor."""
+    model, names, calibration, test_images, test_labels = tuned_data
+    base = str(tmp_path)
+    with pytest.raises(UserError, match=r"not published: the int8 LiteRT model agrees with the "
+                                        r"Keras model on .*% of 64 test images, below the 98.0%"):
+        lx.export_litert(model, names, base, "lenet_tuned", None, "int8", calibration,
+                         test_images, test_labels)
+    model_base = os.path.join(base, litert.LITERT_FOLDER, "lenet_tuned")
+    assert os.listdir(model_base) == []  # no version, no staging folder
+    folder, parity = lx.export_litert(model, names, base, "lenet_tuned", None, "int8",
+                                      calibration, test_images, test_labels,
+                                      allow_below_floor=True)
+    assert folder == os.path.join(model_base, "1") and parity.shortfall()
+    assert sorted(os.listdir(folder)) == [litert.LABELS_FILE, litert.MODEL_FILE]
+
+
+def test_the_accuracy_floor_is_points_below_keras():
+    at = lx.Parity("int8", 1000, agreement=0.99, keras_accuracy=0.50, litert_accuracy=0.485)
+    assert at.shortfall() is None
+    below = lx.Parity("int8", 1000, agreement=0.99, keras_accuracy=0.50, litert_accuracy=0.484)
+    assert "1.60 points below" in below.shortfall()
+    assert lx.Parity("none", 1000, 0.998, 0.5, 0.5).shortfall().startswith("agrees with")
+
+
+def test_labels_txt_is_class_names_in_class_id_order_and_no_version_is_overwritten(
+        transfer_export, trained_dir, data_dir):
+    base, folder, parity = transfer_export
+    model_base = os.path.join(base, "litert", "lenet_transfer")
+    assert folder == os.path.join(model_base, "1") and os.listdir(model_base) == ["1"]
+    assert parity.images == 64 and parity.shortfall() is None
+    with open(os.path.join(trained_dir, "transfer", "metrics.json")) as f:
+        expected = json.load(f)["class_names"]
+    with open(os.path.join(folder, litert.LABELS_FILE), encoding="utf-8") as f:
+        assert f.read() == "".join(f"{name}\n" for name in expected)
+    assert expected[:3] == ["airplane", "bird", "car"]
+    with pytest.raises(UserError, match="already exists and versions are never overwritten"):
+        lx.export_trained_litert("transfer", trained_dir, base, version=1, data_dir=data_dir)
+
+
+def test_an_interrupted_export_leaves_no_version_folder(confident, tmp_path, monkeypatch):
+    model, images, test_images, test_labels = confident
+    base = str(tmp_path)
+    model_base = os.path.join(base, "litert", "m")
+    os.makedirs(os.path.join(model_base, "1"))  # an earlier version
+    staged = []
+
+    def interrupt_while_checking(*args):
+        (staging,) = [e for e in os.listdir(model_base) if e.startswith(".export-2-")]
+        staged.extend(os.listdir(os.path.join(model_base, staging)))
+        raise KeyboardInterrupt  # Ctrl-C after model.tflite and labels.txt were written
+
+    monkeypatch.setattr(lx, "measure_parity", interrupt_while_checking)
+    with pytest.raises(KeyboardInterrupt):
+        lx.export_litert(model, ["c"] * 10, base, "m", None, "none", None, test_images,
+                         test_labels)
+    assert sorted(staged) == [litert.LABELS_FILE, litert.MODEL_FILE]
+    assert os.listdir(model_base) == ["1"]
+
+
+def test_predict_on_image_files_matches_the_keras_model(
+        transfer_export, trained_dir, image_files):  # noqa: F811
+    folder = transfer_export[1]
+    paths = [image_files[n] for n in ("small.png", "stl.jpg", "odd grey.png", "notes.txt")]
+    from_keras = predict_files(
+        serving.load_predictor(os.path.join(trained_dir, "transfer", "model.keras")), paths, 10)
+    from_litert = predict_files(
+        serving.load_predictor(os.path.join(folder, litert.MODEL_FILE)), paths, 10)
+    assert "not a PNG/JPEG image" in from_litert[3]["error"]
+    for a, b in zip(from_keras[:3], from_litert[:3], strict=True):
+        assert [c["class_id"] for c in a["top_k"][:5]] == [c["class_id"] for c in b["top_k"][:5]]
+        assert [c["class_name"] for c in a["top_k"]] == [c["class_name"] for c in b["top_k"]]
+        np.testing.assert_allclose([c["probability"] for c in a["top_k"]],
+                                   [c["probability"] for c in b["top_k"]], rtol=1e-4, atol=1e-7)
+
+
+def test_a_tflite_without_its_labels_or_not_a_model_is_a_user_error(exports, tmp_path):
+    path = str(tmp_path / "model.tflite")
+    shutil.copyfile(os.path.join(exports["none"][0], litert.MODEL_FILE), path)
+    with pytest.raises(UserError, match=r"cannot read .*labels.txt .*export the model again"):
+        serving.load_predictor(path)
+    with open(tmp_path / "labels.txt", "w") as f:
+        f.write("only\ntwo\n")
+    with pytest.raises(UserError, match="lists 2 class names but the model has 10 outputs"):
+        serving.load_predictor(path)
+    with open(tmp_path / "bad.tflite", "wb") as f:
+        f.write(b"not a flatbuffer")
+    with pytest.raises(UserError, match="cannot load the LiteRT model"):
+        serving.load_predictor(str(tmp_path / "bad.tflite"))
+    with pytest.raises(UserError, match="no LiteRT model at"):
+        serving.load_predictor(str(tmp_path / "missing.tflite"))
+
+
+def test_the_interpreter_is_litert_and_falls_back_to_tf_lite(confident, exports, monkeypatch):
+    test_images = confident[2]
+    path = os.path.join(exports["int8"][0], litert.MODEL_FILE)
+    assert litert.interpreter_class().__module__ == "ai_edge_litert.interpreter"
+    expected = litert.LiteRTModel(path).probabilities(test_images[:8])
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # as if not installed
+    assert litert.interpreter_class() is tf.lite.Interpreter
+    with pytest.warns(UserWarning, match="deprecated"):
+        fallback = litert.LiteRTModel(path)
+    np.testing.assert_allclose(fallback.probabilities(test_images[:8]), expected, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_cli_exports_checks_and_predicts_in_the_products_import_order(
+        study_dir, data_dir, image_files, tmp_path):  # noqa: F811
+    """Fresh processes, TensorFlow imported first as the commands do, then the converter, then
+    ai_edge_litert's interpreter: the order of LiteRT#8272 ("InterpreterWrapper already
+    registered")."""
+    base = str(tmp_path)
+    misused = run_cli("lenet_keras.export", "--exp", "tuned", "--quantize", "int8",
+                      "--model_dir", study_dir, "--export_base", base)
+    assert_one_line_error(misused, "--quantize can only be used with --format litert")
+    refused = run_cli("lenet_keras.export", "--exp", "tuned", "--format", "litert",
+                      "--quantize", "int8", "--calibration_images", "64",
+                      "--model_dir", study_dir, "--data_dir", data_dir, "--export_base", base)
+    assert_one_line_error(refused, "not published", "--allow_below_floor")
+    assert refused.returncode == 2
+    assert not os.listdir(os.path.join(base, "litert", "lenet_tuned"))
+    proc = run_cli("lenet_keras.export", "--exp", "transfer", "--format", "litert",
+                   "--model_dir", study_dir, "--data_dir", data_dir, "--export_base", base)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = os.path.join(base, "litert", "lenet_transfer", "1")
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == folder and "top-1 agreement with Keras 100.00%" in lines[-2], lines
+    predicted = run_cli("lenet_keras.predict", "--model", os.path.join(folder, "model.tflite"),
+                        "--top_k", "3", image_files["small.png"], image_files["stl.jpg"])
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    out = predicted.stdout.strip().splitlines()
+    assert out[0] == image_files["small.png"] and out[4] == image_files["stl.jpg"]
+    assert len(out) == 8 and all(line.startswith("  1. ") for line in (out[1], out[5]))
