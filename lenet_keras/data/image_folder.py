@@ -68,10 +68,14 @@ class _Progress:
         self.bar = keras.utils.Progbar(total, unit_name="image") if (
             self.shown and sys.stdout.isatty()) else None
         self.logged_at = time.monotonic()
+        self.done = 0
         if self.shown and self.bar is None:
             logging.info("decoding %d images", total)
 
     def update(self, done: int) -> None:
+        if done <= self.done:  # the bar would print its last line twice
+            return
+        self.done = done
         if self.bar is not None:
             self.bar.update(done)
         elif self.shown and (done >= self.total or time.monotonic() - self.logged_at >= LOG_EVERY_S):
