@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import stat
+import tempfile
 import threading
 
 import numpy as np
@@ -145,6 +147,32 @@ def test_a_broken_link_is_skipped_with_a_warning(tmp_path, caplog):
         arrays, _ = image_folder.load_arrays(config_for(root))
     assert count(arrays) == 15
     assert any("link.png (a broken link" in w for w in warnings_of(caplog))
+
+
+def test_a_tree_given_through_a_link_keeps_its_rules(tmp_path, caplog):
+    root = write_class_tree(str(tmp_path / "photos"), per_class=5)
+    os.symlink(".", os.path.join(root, "zz"))
+    os.symlink(root, str(tmp_path / "via"))
+    layout = folder_layout.scan(str(tmp_path / "via"))
+    assert layout.class_names == list(CLASSES)
+
+
+def test_a_very_deep_class_folder_is_walked_without_recursion():
+    # Not in tmp_path: pytest removes old ones with shutil.rmtree, which recurses and would fail
+    # on this tree if a killed run left it there.
+    root = write_class_tree(os.path.join(tempfile.mkdtemp(prefix="deep-"), "photos"), per_class=5)
+    folders = [os.path.join(root, "cat")]
+    for _ in range(1100):  # deeper than Python's recursion limit (os.makedirs recurses too)
+        folders.append(os.path.join(folders[-1], "d"))
+        os.mkdir(folders[-1])
+    image = write_image(os.path.join(folders[-1], "x.png"), np.zeros((4, 4, 3), np.uint8))
+    try:
+        assert len(folder_layout.scan(root).files["all"][0]) == 6
+    finally:
+        os.remove(image)
+        for folder in reversed(folders[1:]):
+            os.rmdir(folder)
+        shutil.rmtree(os.path.dirname(root))
 
 
 # train/ val/ test/.

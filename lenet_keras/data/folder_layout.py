@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from lenet_keras.errors import UserError
 
@@ -83,8 +83,8 @@ class _Walk:
         self.owner: Dict[Tuple[int, int], Tuple[str, str]] = {}  # (dev, inode) -> (label, path)
 
     def entries(self, folder: str) -> List[Tuple[str, str, os.stat_result]]:
-        """(name, path, stat following links) of ``folder``'s visible entries, sorted by name;
-        a folder link that leads back into the tree, or to a folder in ``chain``, left out."""
+        """(name, path, stat following links) of ``folder``'s visible entries, sorted by name; a
+        broken link left out with a warning. Nothing is opened, so a FIFO cannot block here."""
         try:
             with os.scandir(folder) as it:
                 names = sorted(entry.name for entry in it if not entry.name.startswith("."))
@@ -102,47 +102,56 @@ class _Walk:
             result.append((name, path, info))
         return result
 
-    def followed(self, path: str, chain: List[str]) -> bool:
-        """Whether folder ``path`` is walked: not if it is a link into the tree or a loop."""
+    def followed(self, path: str, chain: List[str]) -> Optional[str]:
+        """Folder ``path``'s real path if it is walked, None if it is a link into the tree or round
+        a loop. ``chain``: the real folders it is in, innermost last."""
         if not os.path.islink(path):
-            return True
+            # Known without realpath, which would lstat every component: quadratic in the depth.
+            return os.path.join(chain[-1], os.path.basename(path))
         real = os.path.realpath(path)
         if _contains(self.root, real) or _contains(real, self.root):
             self.skipped.append(f"{shown(path)} (a folder link back into the tree: not followed)")
-            return False
+            return None
         if any(_contains(real, inside) for inside in chain):
             self.skipped.append(f"{shown(path)} (a folder link that loops: not followed)")
-            return False
-        return True
+            return None
+        return real
 
     def images(self, folder: str, label: str) -> List[str]:
-        """Every PNG/JPEG file under class folder ``folder`` (recursively, sorted)."""
+        """Every PNG/JPEG file under class folder ``folder``: a folder's own files (sorted), then
+        its sub-folders' (os.walk's order). A stack, not recursion: no depth is too deep."""
         found: List[str] = []
-        self._walk(folder, label, found, [os.path.realpath(folder)])
+        stack = [(folder, [os.path.realpath(folder)])]  # a folder and the real folders it is in
+        while stack:
+            current, chain = stack.pop()
+            subfolders = []
+            for name, path, info in self.entries(current):
+                if stat.S_ISDIR(info.st_mode):
+                    real = self.followed(path, chain)
+                    if real is not None:
+                        subfolders.append((path, chain + [real]))
+                elif not stat.S_ISREG(info.st_mode):
+                    self.skipped.append(f"{shown(path)} ({_kind(info.st_mode)}, not a regular file)")
+                elif not name.lower().endswith(IMAGE_EXTENSIONS):
+                    self.ignored.append(path)
+                elif self.owned(path, info, label):
+                    found.append(path)
+            stack.extend(reversed(subfolders))
         return found
 
-    def _walk(self, folder: str, label: str, found: List[str], chain: List[str]) -> None:
-        for name, path, info in self.entries(folder):
-            if stat.S_ISDIR(info.st_mode):
-                if self.followed(path, chain):
-                    self._walk(path, label, found, chain + [os.path.realpath(path)])
-            elif not stat.S_ISREG(info.st_mode):
-                self.skipped.append(f"{shown(path)} ({_kind(info.st_mode)}, not a regular file)")
-            elif not name.lower().endswith(IMAGE_EXTENSIONS):
-                self.ignored.append(path)
-            else:
-                first_label, first_path = self.owner.setdefault(
-                    (info.st_dev, info.st_ino), (label, path))
-                if first_label != label:
-                    raise UserError(
-                        f"{shown(path)} is the same file as {shown(first_path)}: it would count "
-                        f"under both {shown(first_label)}/ and {shown(label)}/, but a file has "
-                        "one label: remove the link or the copy you did not mean"
-                    )
-                if first_path != path:
-                    self.skipped.append(f"{shown(path)} (the same file as {shown(first_path)})")
-                    continue
-                found.append(path)
+    def owned(self, path: str, info: os.stat_result, label: str) -> bool:
+        """Whether ``path`` is a new image of ``label``; UserError if another label has it."""
+        first_label, first_path = self.owner.setdefault((info.st_dev, info.st_ino), (label, path))
+        if first_label != label:
+            raise UserError(
+                f"{shown(path)} is the same file as {shown(first_path)}: it would count under "
+                f"both {shown(first_label)}/ and {shown(label)}/, but a file has one label: "
+                "remove the link or the copy you did not mean"
+            )
+        if first_path != path:
+            self.skipped.append(f"{shown(path)} (the same file as {shown(first_path)})")
+            return False
+        return True
 
     def class_folders(self, folder: str) -> List[str]:
         """The class folder names in ``folder``; a file there is named in a warning."""
@@ -151,7 +160,7 @@ class _Walk:
             if not stat.S_ISDIR(info.st_mode):
                 kind = "a file" if stat.S_ISREG(info.st_mode) else _kind(info.st_mode)
                 self.skipped.append(f"{shown(path)} ({kind} outside any class folder)")
-            elif self.followed(path, [self.root]):
+            elif self.followed(path, [os.path.realpath(folder)]) is not None:
                 if not is_utf8(name):
                     raise UserError(
                         f"class folder {shown(path)} has a name that is not UTF-8: rename it (a "
