@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import shutil
+import socket
 import stat
 import tempfile
 
@@ -67,7 +68,8 @@ _friendly = st.sampled_from([b"cat", b"dog", b"emu", b"yak", b"ox", b"\xc3\xa9t\
 class_names = st.integers(0, 4).flatmap(lambda i: names if i == 0 else _friendly)
 files = st.tuples(names, st.sampled_from([b".png", b".jpg", b".JPEG", b".txt", b""]),
                   st.sampled_from(sorted(IMAGES)))
-EXTRAS = ("loop-top", "loop-up", "sibling", "file-link", "hard-link", "fifo", "broken",
+EXTRAS = ("loop-top", "loop-up", "sibling", "file-link", "hard-link", "fifo", "socket", "device",
+          "broken",
           "stray-file", "stray-dir", "empty-class", "outside", "outside-loop", "split-link")
 
 
@@ -119,6 +121,14 @@ def _extra(root: bytes, outside: bytes, kind: str, a: int, b: int, name: bytes) 
         os.link(images[b % len(images)], os.path.join(here, name + b".jpg"))
     elif kind == "fifo":
         os.mkfifo(os.path.join(here, name + b".png"))
+    elif kind == "socket":
+        with socket.socket(socket.AF_UNIX) as sock:  # the socket file outlives the socket
+            try:
+                sock.bind(os.path.join(here, name + b".jpg"))
+            except OSError:  # the name is taken, or the path too long for AF_UNIX (~108 bytes)
+                pass
+    elif kind == "device":
+        os.symlink(b"/dev/zero", os.path.join(here, name + b".png"))  # endless, if it were read
     elif kind == "broken":
         os.symlink(b"no-such-file.png", os.path.join(here, name + b".png"))
     elif kind == "stray-file":
