@@ -205,6 +205,15 @@ def test_a_file_beside_the_splits_is_named_in_a_warning(tmp_path, caplog):
     assert any("README.txt (a file outside any class folder)" in w for w in warnings_of(caplog))
 
 
+def test_an_image_beside_the_class_folders_is_named_in_a_warning(tmp_path, caplog):
+    root = write_class_tree(str(tmp_path / "photos"), per_class=5)
+    write_image(os.path.join(root, "stray.png"), np.zeros((9, 9, 3), np.uint8))
+    with caplog.at_level(logging.WARNING):
+        arrays, _ = image_folder.load_arrays(config_for(root))
+    assert count(arrays) == 15
+    assert any("stray.png (a file outside any class folder)" in w for w in warnings_of(caplog))
+
+
 def test_val_and_validation_both_is_an_error(tmp_path):
     root = _splits(str(tmp_path / "given"))
     os.rename(os.path.join(root, "test"), os.path.join(root, "validation"))
