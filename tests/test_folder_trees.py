@@ -69,7 +69,7 @@ class_names = st.integers(0, 4).flatmap(lambda i: names if i == 0 else _friendly
 files = st.tuples(names, st.sampled_from([b".png", b".jpg", b".JPEG", b".txt", b""]),
                   st.sampled_from(sorted(IMAGES)))
 EXTRAS = ("loop-top", "loop-up", "sibling", "file-link", "hard-link", "fifo", "socket", "device",
-          "broken",
+          "broken", "self-link",
           "stray-file", "stray-dir", "empty-class", "outside", "outside-loop", "split-link")
 
 
@@ -129,6 +129,8 @@ def _extra(root: bytes, outside: bytes, kind: str, a: int, b: int, name: bytes) 
                 pass
     elif kind == "device":
         os.symlink(b"/dev/zero", os.path.join(here, name + b".png"))  # endless, if it were read
+    elif kind == "self-link":  # ELOOP when followed
+        os.symlink(name + b".png", os.path.join(here, name + b".png"))
     elif kind == "broken":
         os.symlink(b"no-such-file.png", os.path.join(here, name + b".png"))
     elif kind == "stray-file":
