@@ -6,57 +6,17 @@ import logging
 import os
 import shutil
 import socket
-import stat
 import tempfile
-import threading
 
 import numpy as np
 import pytest
 
 from lenet_keras.data import folder_layout, image_folder
 from lenet_keras.errors import UserError
+from tests.conftest import call_with_bound
 from tests.test_image_folder import CLASSES, config_for, write_class_tree, write_image
 
 NOT_UTF8 = b"caf\xe9"  # Latin-1 "cafe": what an archive from another system gives
-
-
-def release_fifos(root: str) -> None:
-    """Gives every FIFO under ``root`` a writer that closes at once, so that a reader blocked in
-    open() or read() gets end-of-file: a hung load ends instead of holding the test process."""
-    for parent, dirs, names in os.walk(os.fsencode(root)):
-        for name in names + dirs:
-            path = os.path.join(parent, name)
-            if stat.S_ISFIFO(os.lstat(path).st_mode):
-                try:
-                    os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-                except OSError:  # no reader (ENXIO): nothing to release
-                    pass
-
-
-def call_with_bound(fn, root: str, bound_s: float = 60.0):
-    """``fn()``'s result, raising what it raised; fails the test if it runs past ``bound_s``.
-
-    It runs in a thread because a read blocked on a FIFO inside TensorFlow does not return to
-    Python, so no signal could interrupt it; afterwards the FIFOs are released so the thread ends.
-    """
-    outcome = {}
-
-    def target():
-        try:
-            outcome["value"] = fn()
-        except BaseException as exc:  # handed to the caller, whatever it is
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(bound_s)
-    hung = thread.is_alive()
-    release_fifos(root)
-    thread.join(10)
-    assert not hung, f"loading {root} still ran after {bound_s} s"
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
 
 
 def warnings_of(caplog):

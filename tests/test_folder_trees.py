@@ -27,7 +27,7 @@ from PIL import Image
 
 from lenet_keras.data import folder_layout, image_folder
 from lenet_keras.errors import UserError
-from tests.test_folder_layout import call_with_bound
+from tests.conftest import call_with_bound
 from tests.test_image_folder import config_for
 
 
