@@ -1,4 +1,5 @@
-"""Shared fixtures: small synthetic CIFAR-100 / STL-10 prepared in the real TFDS format, and a CLI runner.
+"""Shared fixtures: small synthetic CIFAR-100 / STL-10 prepared in the real TFDS format, a CLI runner,
+and a time bound for code that might block on a FIFO.
 
 Tests that start processes (the CLIs, distributed runs, searches) are marked ``slow``:
 ``pytest -m "not slow"`` runs the rest in under two minutes; the README's command runs all.
@@ -7,8 +8,10 @@ Tests that start processes (the CLIs, distributed runs, searches) are marked ``s
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -83,3 +86,42 @@ def study(tmp_path_factory, data_dir) -> subprocess.CompletedProcess:
 def study_dir(study) -> str:
     """The model_dir of ``study``; read-only for tests that use it."""
     return study.model_dir
+
+
+def release_fifos(root: str) -> None:
+    """Gives every FIFO under ``root`` a writer that closes at once, so that a reader blocked in
+    open() or read() gets end-of-file: a hung load ends instead of holding the test process."""
+    for parent, dirs, names in os.walk(os.fsencode(root)):
+        for name in names + dirs:
+            path = os.path.join(parent, name)
+            if stat.S_ISFIFO(os.lstat(path).st_mode):
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+                except OSError:  # no reader (ENXIO): nothing to release
+                    pass
+
+
+def call_with_bound(fn, root: str, bound_s: float = 60.0):
+    """``fn()``'s result, raising what it raised; fails the test if it runs past ``bound_s``.
+
+    It runs in a thread because a read blocked on a FIFO inside TensorFlow does not return to
+    Python, so no signal could interrupt it; afterwards the FIFOs are released so the thread ends.
+    """
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # handed to the caller, whatever it is
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(bound_s)
+    hung = thread.is_alive()
+    release_fifos(root)
+    thread.join(10)
+    assert not hung, f"loading {root} still ran after {bound_s} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]

@@ -11,7 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from lenet_keras.config import ExperimentConfig
-from lenet_keras.data import image_folder, tail
+from lenet_keras.data import folder_layout, image_folder, tail
 from lenet_keras.errors import UserError
 
 CLASSES = ("cat", "dog", "emu")
@@ -156,7 +156,7 @@ BAD_FOLDERS = {
     "too-few-to-split": (_too_few_to_split, "'cat' has 2 readable images, too few"),
     "class-all-unreadable": (_class_all_unreadable, "none of the 1 images in"),
     "no-val": (_train_and_test_but_no_val, "no val/"),
-    "test-class-not-in-train": (_test_class_not_in_train, "class folders ['yak']"),
+    "test-class-not-in-train": (_test_class_not_in_train, "train/ lacks 'yak'"),
 }
 
 
@@ -173,4 +173,4 @@ def test_bad_folders_are_one_line_errors(tmp_path, case):
 
 def test_a_path_that_is_not_a_folder(tmp_path):
     with pytest.raises(UserError, match="is not a folder"):
-        image_folder.scan(str(tmp_path / "nope"))
+        folder_layout.scan(str(tmp_path / "nope"))

@@ -81,6 +81,13 @@ def test_target_flags_that_do_not_fit_together(tmp_path):
     assert transfer.dataset == "folder:photos"
 
 
+def test_a_target_dir_whose_own_name_is_not_utf8_is_refused_in_one_line(tmp_path):
+    photos = os.fsdecode(os.path.join(os.fsencode(str(tmp_path)), b"ph\xf6tos"))
+    write_class_tree(photos, per_class=3)
+    with pytest.raises(UserError, match=r"ph\\xf6tos is not UTF-8: config.json records it"):
+        targets.folder_target(TRANSFER, photos)
+
+
 @pytest.mark.slow
 def test_unknown_tfds_name_is_a_one_line_cli_error(tmp_path):
     proc = _train("--target_dataset", "no_such_dataset", "--model_dir", str(tmp_path))
@@ -109,12 +116,16 @@ def test_tfds_target_with_its_own_validation_split(tmp_path, source_model):
 
 @pytest.fixture(scope="module")
 def folder_run(tmp_path_factory, source_model):
-    """`train --exp transfer --target_dir photos` on a 3-class folder with one broken file."""
+    """`train --exp transfer --target_dir photos` on a 3-class folder with one broken file, a link
+    back up the tree and a file name that is not UTF-8 (as in archives from other systems)."""
     root = tmp_path_factory.mktemp("folder_run")
     photos = write_class_tree(str(root / "photos"), per_class=8)
     broken = os.path.join(photos, "emu", "broken.png")
     with open(broken, "wb") as f:
         f.write(b"\x89PNG truncated")
+    os.symlink(".", os.path.join(photos, "zz"))
+    os.rename(os.path.join(photos, "cat", "005.png"),
+              os.path.join(os.fsencode(photos), b"cat", b"caf\xe9.png"))
     model_dir = str(root / "models")
     proc = _train("--target_dir", photos, "--model_dir", model_dir, "--source_model", source_model,
                   "--val_fraction", "0.25")
@@ -144,11 +155,21 @@ def test_folder_target_end_to_end(folder_run):
 
 
 @pytest.mark.slow
+def test_a_link_up_the_tree_and_a_name_that_is_not_utf8_train_as_the_other_files(folder_run):
+    assert "photos/zz (a folder link back into the tree: not followed)" in folder_run["stderr"]
+    assert "Traceback" not in folder_run["stderr"]
+    with open(os.path.join(folder_run["run_dir"], "metrics.json")) as f:
+        metrics = json.load(f)
+    assert metrics["class_names"] == list(CLASSES)  # no class "zz" holding every other image
+    assert metrics["train_examples"] + metrics["val_examples"] + metrics["test_examples"] == 24
+
+
+@pytest.mark.slow
 def test_a_folder_that_fails_inside_the_run_loses_nothing(folder_run, source_model, tmp_path):
     run_dir = folder_run["run_dir"]
     before = {name: open(os.path.join(run_dir, name), "rb").read()
               for name in ("metrics.json", "model.keras")}
-    photos = shutil.copytree(folder_run["photos"], str(tmp_path / "photos"))
+    photos = shutil.copytree(folder_run["photos"], str(tmp_path / "photos"), symlinks=True)
     for name in os.listdir(os.path.join(photos, "emu")):  # only decoding finds these out
         with open(os.path.join(photos, "emu", name), "wb") as f:
             f.write(b"not an image")

@@ -1,144 +1,52 @@
 """A folder of your own images as train/val/test splits: one sub-folder per class, PNG or JPEG.
 
-    photos/cat/001.jpg  photos/dog/a.png ...         -> stratified val/test split of each class
-    photos/train/cat/...  photos/val/cat/...  photos/test/cat/...   -> these three used as given
-
-The layout is the one ``keras.utils.image_dataset_from_directory`` reads; class names are the
-sorted sub-folder names. Every image is decoded once, up front, so that an unreadable file is
-named and skipped before training rather than killing an epoch, and it goes through
-``tail.resize_images`` exactly as TFDS images do (grayscale becomes 3 channels, any size becomes
-``image_size`` square). The decoded images are held in memory (3 KB each at 32x32): this is for
-your own thousands of pictures, not for ImageNet.
+Which files are whose images is decided by ``folder_layout.scan`` (the rules are there and in
+docs/data.md). Every image is then decoded once, up front, so that an unreadable file is named and
+skipped before training rather than killing an epoch, and it goes through ``tail.resize_images``
+exactly as TFDS images do (grayscale becomes 3 channels, any size becomes ``image_size`` square).
+The decoded images are held in memory (3 KB each at 32x32): this is for your own thousands of
+pictures, not for ImageNet.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
+import sys
+import time
 from typing import Dict, List, Tuple
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from lenet_keras.data.folder_layout import IMAGE_EXTENSIONS, Layout, scan, shown
 from lenet_keras.data.tail import Splits, as_splits, decode_image, resize_images
 from lenet_keras.errors import UserError, first_line
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-# The sub-folders that mean "splits given"; the first name of each is the one we ask for.
-SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}
 # The val/test split of a folder must not move when --seed changes: comparing seeds should compare
 # them on the same test images.
 SPLIT_SEED = 20240601
 MIN_IMAGES_TO_SPLIT = 3  # one each for train, val and test
-
-
-@dataclasses.dataclass
-class Layout:
-    """Where each class's image files are, per split; ``split_given`` says which layout it was."""
-
-    class_names: List[str]
-    split_given: bool
-    # split ("all" when not given, else train/val/test) -> class index -> sorted image paths
-    files: Dict[str, Dict[int, List[str]]]
-    ignored: List[str]  # files in class folders that are not PNG/JPEG by their name
-
-
-def _sub_folders(path: str) -> List[str]:
-    return sorted(
-        name for name in os.listdir(path)
-        if not name.startswith(".") and os.path.isdir(os.path.join(path, name))
-    )
-
-
-def _image_files(folder: str) -> Tuple[List[str], List[str]]:
-    """Image paths under ``folder`` (recursively, sorted), and the other files' paths."""
-    images, ignored = [], []
-    for parent, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
-            if name.startswith("."):
-                continue
-            path = os.path.join(parent, name)
-            (images if name.lower().endswith(IMAGE_EXTENSIONS) else ignored).append(path)
-    return images, ignored
-
-
-def _class_files(root: str, class_names: List[str], ignored: List[str]) -> Dict[int, List[str]]:
-    files = {}
-    for index, name in enumerate(class_names):
-        folder = os.path.join(root, name)
-        if not os.path.isdir(folder):
-            continue
-        files[index], others = _image_files(folder)
-        ignored += others
-        if not files[index]:
-            raise UserError(
-                f"class folder {folder} has no PNG/JPEG images: add some or remove the folder"
-            )
-    return files
-
-
-def _require_classes(class_names: List[str], folder: str) -> None:
-    if not class_names:
-        raise UserError(
-            f"{folder} has no class sub-folders: put each class's images in {folder}/<class name>/"
-        )
-    if len(class_names) < 2:
-        raise UserError(
-            f"{folder} has one class folder only ({class_names[0]!r}): a classifier needs at least "
-            "2, so add a sub-folder of images for each other class"
-        )
-
-
-def scan(root: str) -> Layout:
-    """Checks the folder's structure (no decoding) and lists its image files; raises UserError."""
-    if not os.path.isdir(root):
-        raise UserError(f"{root} is not a folder: pass a folder of <class>/<image> files")
-    top = _sub_folders(root)
-    given = {
-        split: next((name for name in names if name in top), None)
-        for split, names in SPLIT_FOLDERS.items()
-    }
-    ignored = []
-    if given["train"] is None:
-        class_names = top
-        _require_classes(class_names, root)
-        files = {"all": _class_files(root, class_names, ignored)}
-        return Layout(class_names, False, files, ignored)
-
-    missing = [names[0] for split, names in SPLIT_FOLDERS.items() if given[split] is None]
-    if missing:
-        raise UserError(
-            f"{root} has a train/ folder but no {' or '.join(m + '/' for m in missing)}: give "
-            "all of train/, val/ and test/, or none of them to split val and test off automatically"
-        )
-    train_dir = os.path.join(root, given["train"])
-    class_names = _sub_folders(train_dir)
-    _require_classes(class_names, train_dir)
-    files = {"train": _class_files(train_dir, class_names, ignored)}
-    for split in ("val", "test"):
-        split_dir = os.path.join(root, given[split])
-        unknown = sorted(set(_sub_folders(split_dir)) - set(class_names))
-        if unknown:
-            raise UserError(
-                f"{split_dir} has class folders {unknown} that {train_dir} does not: every class "
-                "must have training images"
-            )
-        files[split] = _class_files(split_dir, class_names, ignored)
-        if not files[split]:
-            raise UserError(f"{split_dir} has no class folders with images: add some to it")
-    return Layout(class_names, True, files, ignored)
+PROGRESS_FROM = 300  # images; fewer decode in about a second, and a bar would only flicker
+PROGRESS_BATCH = 64  # images decoded between progress updates
+LOG_EVERY_S = 10.0  # seconds between count lines when stdout is not a terminal
 
 
 def _decode(path, image_size: int) -> tf.Tensor:
     return resize_images(decode_image(tf.io.read_file(path)), image_size)
 
 
+def _as_tensor_paths(paths: List[str]) -> List[bytes]:
+    # A name that is not UTF-8 is a str with lone surrogates in Python, which a TF string tensor
+    # refuses; the file system's own bytes name the same file and TF takes them as they are.
+    return [os.fsencode(path) for path in paths]
+
+
 def read_resized_image(path: str, image_size: int) -> np.ndarray:
     """A PNG/JPEG file as uint8 [image_size, image_size, 3]; tf.errors.OpError if unreadable."""
-    return _decode(path, image_size).numpy()
+    return _decode(os.fsencode(path), image_size).numpy()
 
 
 def _reason(exc: tf.errors.OpError) -> str:
@@ -147,24 +55,56 @@ def _reason(exc: tf.errors.OpError) -> str:
     return first_line(Exception(re.sub(r"\s*\[Op:.*$", "", text, flags=re.S)))
 
 
+class _Progress:
+    """Decoding progress for ``total`` images: a Keras Progbar on a terminal, a count line every
+    ``LOG_EVERY_S`` seconds in a log, nothing for fewer than ``PROGRESS_FROM`` images."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.shown = total >= PROGRESS_FROM
+        # Keras's Progbar counts every POSIX system as a terminal (it writes \r and colour codes
+        # into a log file too), so it is used only where stdout is one: the rule of
+        # cli.keras_verbosity, which picks fit's progress display the same way.
+        self.bar = keras.utils.Progbar(total, unit_name="image") if (
+            self.shown and sys.stdout.isatty()) else None
+        self.logged_at = time.monotonic()
+        self.done = 0
+        if self.shown and self.bar is None:
+            logging.info("decoding %d images", total)
+
+    def update(self, done: int) -> None:
+        if done <= self.done:  # the bar would print its last line twice
+            return
+        self.done = done
+        if self.bar is not None:
+            self.bar.update(done)
+        elif self.shown and (done >= self.total or time.monotonic() - self.logged_at >= LOG_EVERY_S):
+            logging.info("decoded %d of %d images", done, self.total)
+            self.logged_at = time.monotonic()
+
+
 def read_images(paths: List[str], image_size: int) -> Tuple[np.ndarray, np.ndarray]:
     """Every readable file of ``paths`` decoded (in parallel), and the index in ``paths`` of each.
 
     An unreadable file is skipped with a warning naming it: tf.data drops the failed element, and
-    the indices that did not come back say which files those were.
+    the indices that did not come back say which files those were. Decoding many shows progress.
     """
-    indexed = tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), tf.constant(paths)))
+    indexed = tf.data.Dataset.from_tensor_slices(
+        (tf.range(len(paths)), tf.constant(_as_tensor_paths(paths), tf.string)))
     decoded = (
         indexed.map(lambda i, path: (i, _decode(path, image_size)),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .ignore_errors()
-        .batch(1024)
+        .batch(PROGRESS_BATCH)
     )
     indices = [np.zeros([0], np.int32)]
     images = [np.zeros([0, image_size, image_size, 3], np.uint8)]
+    progress = _Progress(len(paths))
     for index, batch in decoded.as_numpy_iterator():
         indices.append(index)
         images.append(batch)
+        progress.update(int(index[-1]) + 1)  # in order: every earlier file is done too
+    progress.update(len(paths))
     indices = np.concatenate(indices)
     for missing in sorted(set(range(len(paths))) - set(indices.tolist())):
         try:  # once more, eagerly, only to learn why
@@ -172,7 +112,7 @@ def read_images(paths: List[str], image_size: int) -> Tuple[np.ndarray, np.ndarr
             reason = "unreadable"
         except tf.errors.OpError as exc:
             reason = _reason(exc)
-        logging.warning("skipping unreadable image %s (%s)", paths[missing], reason)
+        logging.warning("skipping unreadable image %s (%s)", shown(paths[missing]), reason)
     return np.concatenate(images), indices
 
 
@@ -191,7 +131,7 @@ def _decode_layout(layout: Layout, image_size: int) -> Dict[str, Dict[int, np.nd
         if not mine.any():
             class_paths = layout.files[split][index]
             raise UserError(
-                f"none of the {len(class_paths)} images in {os.path.dirname(class_paths[0])} "
+                f"none of the {len(class_paths)} images in {shown(os.path.dirname(class_paths[0]))} "
                 "could be read (see the warnings above): replace them with PNG/JPEG files or "
                 "remove the class folder"
             )
@@ -231,12 +171,18 @@ def _stack(images: Dict[int, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
     return np.concatenate([images[i] for i in order]), np.concatenate(labels)
 
 
+def _warn_about(layout: Layout) -> None:
+    if layout.ignored:
+        logging.warning("ignored %d files that are not %s, such as %s", len(layout.ignored),
+                        "/".join(IMAGE_EXTENSIONS), shown(layout.ignored[0]))
+    for skipped in layout.skipped:
+        logging.warning("skipping %s", skipped)
+
+
 def load_arrays(config) -> Tuple[Dict[str, Tuple[np.ndarray, np.ndarray]], List[str]]:
     """{"train"|"val"|"test": (uint8 images, int64 labels)} and the class names, for ``config``."""
     layout = scan(config.image_dir)
-    if layout.ignored:
-        logging.warning("ignored %d files that are not %s, such as %s", len(layout.ignored),
-                        "/".join(IMAGE_EXTENSIONS), layout.ignored[0])
+    _warn_about(layout)
     decoded = _decode_layout(layout, config.image_size)
     if layout.split_given:
         arrays = {split: _stack(per_class) for split, per_class in decoded.items()}

@@ -13,7 +13,7 @@ from typing import List, Optional
 import tensorflow_datasets as tfds
 
 from lenet_keras.config import ExperimentConfig
-from lenet_keras.data import image_folder, tfds_source
+from lenet_keras.data import folder_layout, tfds_source
 from lenet_keras.errors import UserError
 
 
@@ -61,9 +61,12 @@ def folder_target(
     val_fraction: Optional[float] = None,
     test_fraction: Optional[float] = None,
 ) -> ExperimentConfig:
-    """``config`` reading the image folder ``directory`` (see lenet_keras.data.image_folder)."""
+    """``config`` reading the image folder ``directory`` (see lenet_keras.data.folder_layout)."""
     path = os.path.abspath(os.path.expanduser(directory))
-    image_folder.scan(path)  # structure only; decoding waits until the run needs the images
+    if not folder_layout.is_utf8(path):
+        raise UserError(f"--target_dir {folder_layout.shown(path)} is not UTF-8: config.json "
+                        "records it, so rename the folder or pass a link to it with a UTF-8 name")
+    folder_layout.scan(path)  # structure only; decoding waits until the run needs the images
     return config.replace(
         dataset=f"folder:{os.path.basename(path)}",
         image_dir=path,
