@@ -13,6 +13,7 @@ import shutil
 import time
 from typing import Callable, Optional, Sequence
 
+import keras
 import keras_tuner as kt
 
 from lenet_keras.config import ExperimentConfig
@@ -25,6 +26,7 @@ PROJECT = "lenet5"  # keras-tuner's project folder inside --tune_dir
 BEST_FILE = "best_hyperparameters.json"
 SUMMARY_FILE = "trials_summary.md"
 SEARCH_FILE = "search.json"  # what kind of search tune_dir holds, to refuse resuming another kind
+TENSORBOARD_DIR = "tensorboard"  # every trial's curves and HParams session, <tune_dir>/tensorboard/
 IDLE_WAIT_S = 1.0  # a worker told to wait for other trials asks again after this long
 DEFAULT_MAX_TRIALS = 30  # random/bayesian; a full Hyperband at max_epochs=20, factor=3 runs 30
 
@@ -91,6 +93,7 @@ def make_tuner(
         tuner = tuner_class(build, max_trials=max_trials or DEFAULT_MAX_TRIALS, **common)
     durable.repair_after_kill(tuner.oracle)
     durable.seed_each_trial(tuner, seed, fresh_train)
+    durable.fresh_logs_each_trial(tuner, tensorboard_dir(directory))
     if is_search_worker():
         _wait_when_idle(tuner.oracle)
     # keras-tuner's chief exits once no worker it has heard from is left, so one that has not
@@ -116,9 +119,20 @@ def _wait_when_idle(oracle) -> None:
     oracle.create_trial = create_trial_or_wait
 
 
+def tensorboard_dir(directory: str) -> str:
+    """Where a search in ``directory`` logs its trials: ``<trial_id>/execution0/`` each."""
+    return os.path.join(directory, TENSORBOARD_DIR)
+
+
+def tensorboard_command(directory: str) -> str:
+    return f"tensorboard --logdir {tensorboard_dir(directory)}"
+
+
 def clear_search(directory: str) -> None:
-    """Deletes the search in ``directory``: keras-tuner's project and the results that describe it."""
-    shutil.rmtree(os.path.join(directory, PROJECT), ignore_errors=True)
+    """Deletes the search in ``directory``: keras-tuner's project, its TensorBoard logs and the
+    results that describe it."""
+    for folder in (PROJECT, TENSORBOARD_DIR):
+        shutil.rmtree(os.path.join(directory, folder), ignore_errors=True)
     for name in (BEST_FILE, SUMMARY_FILE, SEARCH_FILE):
         if os.path.exists(os.path.join(directory, name)):
             os.remove(os.path.join(directory, name))
@@ -166,11 +180,20 @@ def is_search_chief() -> bool:
 
 
 def search(tuner: kt.Tuner, splits, epochs: int, verbose: int = 2, **fit_kwargs) -> None:
-    """Runs (or resumes) the search; keras-tuner skips trials already completed in its project."""
+    """Runs (or resumes) the search; keras-tuner skips trials already completed in its project.
+
+    Every trial logs to TensorBoard: keras-tuner's own ``Tuner._configure_tensorboard_dir`` acts on
+    a callback named TensorBoard, moving its log dir to ``<tensorboard_dir>/<trial_id>/execution0``
+    and adding TensorBoard's HParams ``KerasCallback`` with the trial's values, so the HParams
+    dashboard lists one session per trial. Workers of a distributed search run the trials, so they
+    log too, each trial into its own folder of the shared directory.
+    """
+    # No graph: a search is read for its curves and values, and a graph per trial costs time.
+    board = keras.callbacks.TensorBoard(tensorboard_dir(tuner.directory), write_graph=False)
+    callbacks = [board, *fit_kwargs.pop("callbacks", [])]
     try:
-        tuner.search(
-            x=splits.train, validation_data=splits.val, epochs=epochs, verbose=verbose, **fit_kwargs
-        )
+        tuner.search(x=splits.train, validation_data=splits.val, epochs=epochs, verbose=verbose,
+                     callbacks=callbacks, **fit_kwargs)
     except RuntimeError as exc:  # keras-tuner's "too many consecutive failed trials"
         raise UserError(f"the search stopped: {first_line(exc)}") from None
     if not is_search_worker():
@@ -180,14 +203,13 @@ def search(tuner: kt.Tuner, splits, epochs: int, verbose: int = 2, **fit_kwargs)
         tuner.oracle.save()
 
 
-def trial_rows(tuner: kt.Tuner) -> list:
-    """One dict per trial, in the order trials were created."""
+def trial_rows(trials) -> list:
+    """One dict per keras-tuner Trial, in the order trials were created."""
     rows = []
-    for trial_id in sorted(tuner.oracle.trials):
-        trial = tuner.oracle.trials[trial_id]
+    for trial in sorted(trials, key=lambda t: int(t.trial_id)):
         values = trial.hyperparameters.values
         rows.append({
-            "trial": trial_id,
+            "trial": trial.trial_id,
             "status": trial.status,
             **{name: values.get(name) for name in space.NAMES},
             "epochs": values.get("tuner/epochs"),
@@ -236,7 +258,7 @@ def write_results(tuner: kt.Tuner, directory: str, kind: str, default_epochs: in
     # TFX's Tuner writes this same get_config() form; the extra keys are for people.
     payload = {**config, "tuner": kind, "trial_id": best.trial_id, "best_val_accuracy": best.score}
     atomic.write_json(os.path.join(directory, BEST_FILE), payload)
-    table = summary_table(trial_rows(tuner), default_epochs)
+    table = summary_table(trial_rows(tuner.oracle.trials.values()), default_epochs)
     text = (f"# keras-tuner {kind} search: {len(tuner.oracle.trials)} trials, objective "
             f"val_accuracy\n\nBest: trial {best.trial_id}, val accuracy {best.score:.4f}\n\n"
             f"{table}\n")
