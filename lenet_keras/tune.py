@@ -19,10 +19,11 @@ from __future__ import annotations
 from absl import flags, logging
 
 from lenet_keras import cli
+from lenet_keras.search.layout import DEFAULT_TUNE_DIR
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).")
-flags.DEFINE_string("tune_dir", "saved_models/tuning", "Where the search and its results are written.")
+flags.DEFINE_string("tune_dir", DEFAULT_TUNE_DIR, "Where the search and its results are written.")
 flags.DEFINE_enum("tuner", "hyperband", ["hyperband", "random", "bayesian"], "keras-tuner algorithm.")
 flags.DEFINE_integer(
     "max_trials", None,
@@ -111,7 +112,7 @@ def main() -> None:
 
     # Resolved once, here (auto logs its choice): --parallel_trials hands workers the concrete policy.
     FLAGS.precision = precision.resolve(FLAGS.precision).policy
-    from lenet_keras.search.tuner import tensorboard_command
+    from lenet_keras.search.layout import tensorboard_command
 
     watch = f"every trial's curves and hyperparameters: {tensorboard_command(FLAGS.tune_dir)}"
     print(watch, flush=True)

@@ -374,12 +374,9 @@ def test_the_best_of_equal_trials_is_the_earliest_whatever_the_order_they_were_l
         t.score = score
         return t
 
-    class Oracle:
-        trials = {t.trial_id: t for t in (trial("2", 0.5), trial("0", 0.5), trial("1", 0.25),
-                                          trial("3", 0.9, status="RUNNING"))}
-
-    assert tuning.best_trial(Oracle).trial_id == "0"
-    Oracle.trials["1"].score = 0.75
-    assert tuning.best_trial(Oracle).trial_id == "1"
-    Oracle.trials = {}
-    assert tuning.best_trial(Oracle) is None
+    trials = {t.trial_id: t for t in (trial("2", 0.5), trial("0", 0.5), trial("1", 0.25),
+                                      trial("3", 0.9, status="RUNNING"))}
+    assert tuning.best_trial(trials.values()).trial_id == "0"
+    trials["1"].score = 0.75
+    assert tuning.best_trial(trials.values()).trial_id == "1"
+    assert tuning.best_trial([]) is None

@@ -19,14 +19,17 @@ import keras_tuner as kt
 from lenet_keras.config import ExperimentConfig
 from lenet_keras.errors import UserError, first_line
 from lenet_keras.search import durable, space
+from lenet_keras.search.layout import (
+    BEST_FILE,
+    PROJECT,
+    SEARCH_FILE,
+    SUMMARY_FILE,
+    TENSORBOARD_DIR,
+    tensorboard_dir,
+)
 from lenet_keras.training import atomic
 
 TUNERS = ("hyperband", "random", "bayesian")
-PROJECT = "lenet5"  # keras-tuner's project folder inside --tune_dir
-BEST_FILE = "best_hyperparameters.json"
-SUMMARY_FILE = "trials_summary.md"
-SEARCH_FILE = "search.json"  # what kind of search tune_dir holds, to refuse resuming another kind
-TENSORBOARD_DIR = "tensorboard"  # every trial's curves and HParams session, <tune_dir>/tensorboard/
 IDLE_WAIT_S = 1.0  # a worker told to wait for other trials asks again after this long
 DEFAULT_MAX_TRIALS = 30  # random/bayesian; a full Hyperband at max_epochs=20, factor=3 runs 30
 
@@ -117,15 +120,6 @@ def _wait_when_idle(oracle) -> None:
         return trial
 
     oracle.create_trial = create_trial_or_wait
-
-
-def tensorboard_dir(directory: str) -> str:
-    """Where a search in ``directory`` logs its trials: ``<trial_id>/execution0/`` each."""
-    return os.path.join(directory, TENSORBOARD_DIR)
-
-
-def tensorboard_command(directory: str) -> str:
-    return f"tensorboard --logdir {tensorboard_dir(directory)}"
 
 
 def clear_search(directory: str) -> None:
@@ -236,17 +230,17 @@ def summary_table(rows: list, default_epochs: int) -> str:
     return "\n".join(lines)
 
 
-def best_trial(oracle):
+def best_trial(trials):
     """The completed trial of highest val_accuracy; among equals the earliest, so the choice does
     not depend on the order keras-tuner reloaded its trials in (a resumed search's differs)."""
-    scored = [t for t in oracle.trials.values()
+    scored = [t for t in trials
               if t.status == kt.engine.trial.TrialStatus.COMPLETED and t.score is not None]
     return max(scored, key=lambda t: (t.score, -int(t.trial_id)), default=None)
 
 
 def write_results(tuner: kt.Tuner, directory: str, kind: str, default_epochs: int) -> str:
     """Writes best_hyperparameters.json and trials_summary.md into ``directory``; returns the table."""
-    best = best_trial(tuner.oracle)
+    best = best_trial(tuner.oracle.trials.values())
     if best is None:
         raise UserError(
             f"no trial in {directory} completed, so there is no best model: see the trial errors "
