@@ -171,3 +171,27 @@ def test_report_tune_dir_without_a_search_is_one_line(trained_dir, tmp_path):
     proc = run_cli("lenet_keras.report", "--model_dir", trained_dir, "--out_dir", str(tmp_path),
                    "--tune_dir", str(tmp_path / "nothing"))
     assert_one_line_error(proc, "holds no search", "lenet_keras.tune")
+
+
+def test_a_continued_hyperband_model_has_the_curve_of_every_epoch(tmp_path):
+    import keras_tuner as kt
+    import tensorflow as tf
+
+    def trial(trial_id, **values):
+        hp = kt.HyperParameters()
+        hp.values.update(values)
+        return kt.engine.trial.Trial(hp, trial_id=trial_id, status="COMPLETED")
+
+    # Trial 1 continues trial 0's model: epoch 1 was trained in trial 0, epochs 2-3 in trial 1.
+    logged = {"0": {0: 0.1}, "1": {1: 0.2, 2: 0.3}}
+    for trial_id, points in logged.items():
+        run_dir = os.path.join(layout.tensorboard_dir(str(tmp_path)), trial_id, "execution0")
+        writer = tf.summary.create_file_writer(os.path.join(run_dir, "validation"))
+        with writer.as_default():
+            for step, value in points.items():
+                tf.summary.scalar("epoch_accuracy", value, step=step)
+        writer.close()
+    trials = {"0": trial("0"), "1": trial("1", **{"tuner/trial_id": "0"})}
+    curves = search_section.trial_curves(str(tmp_path), trials["1"], trials)
+    assert curves["validation"] == pytest.approx({1: 0.1, 2: 0.2, 3: 0.3})
+    assert curves["train"] == {}
