@@ -153,7 +153,7 @@ def main() -> None:
         from lenet_keras.search.layout import DEFAULT_TUNE_DIR
 
         # The search the tuned experiment's --hparams came from; else where `tune` writes one.
-        tune_dir = os.path.dirname(FLAGS.hparams) if FLAGS.hparams else DEFAULT_TUNE_DIR
+        tune_dir = os.path.dirname(os.path.abspath(FLAGS.hparams)) if FLAGS.hparams else DEFAULT_TUNE_DIR
         try:
             print(f"report: {write_study_report(FLAGS.model_dir, tune_dir)}")
         finally:  # the experiments are finished whatever became of the report

@@ -121,6 +121,14 @@ def test_the_report_shows_the_search(search, trained_dir, tmp_path):
             pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
         assert len(np.unique(pixels, axis=0)) > 50, png  # drawn, not a blank canvas
 
+    # A search from before tune logged to TensorBoard: the table and decisions, no curve.
+    old = tmp_path / "old"
+    shutil.copytree(tune_dir, old, ignore=shutil.ignore_patterns(layout.TENSORBOARD_DIR))
+    markdown = open(write_report(str(tmp_path / "models"), str(tmp_path / "old_report"),
+                                 str(old))).read()
+    assert f"No TensorBoard logs of trial {best.trial_id}" in markdown
+    assert search_section.DECISIONS_PNG in markdown and search_section.CURVES_PNG not in markdown
+
 
 @pytest.mark.slow
 def test_the_decisions_plot_has_a_point_per_trial_and_decision(search):

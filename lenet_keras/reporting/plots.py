@@ -144,6 +144,8 @@ def search_decisions(rows: Sequence[Mapping], domains: Mapping[str, object], bes
             x = np.array(values, dtype=float)
             ax.set_xscale("log")
         else:
+            # A value the space no longer offers (a search from an older version) gets a place too.
+            choices = list(choices) + sorted({v for v in values if v not in choices}, key=str)
             # Points of one choice spread a little sideways, so equal scores stay visible.
             spread = (np.arange(len(rows)) % 5 - 2) * 0.05
             x = np.array([list(choices).index(v) for v in values], dtype=float) + spread

@@ -32,12 +32,12 @@ def has_search(tune_dir: Optional[str]) -> bool:
 
 def load_trials(tune_dir: str) -> list:
     """keras-tuner's Trials of the search in ``tune_dir``, in trial order."""
-    from keras_tuner.src.engine.trial import Trial
+    import keras_tuner as kt
 
     trials = []
     for path in layout.trial_files(tune_dir):
         try:
-            trials.append(Trial.load(path))
+            trials.append(kt.engine.trial.Trial.load(path))
         except (OSError, ValueError, KeyError) as exc:
             raise UserError(f"unreadable {path} ({first_line(exc, 100)}): resume the search with "
                             f"`python -m lenet_keras.tune --tune_dir {tune_dir}`, or pass another "
@@ -84,7 +84,9 @@ def trial_curves(tune_dir: str, trial, trials: Dict[str, object]) -> Dict[str, D
 
 def _domains(trial) -> Dict[str, Optional[list]]:
     """Each searched decision's choices in the search space's order; None for a number."""
-    from keras_tuner.src.engine import hyperparameters as hp_module
+    import keras_tuner as kt
+
+    hp_module = kt.engine.hyperparameters
 
     domains = {}
     for hp in trial.hyperparameters.space:
