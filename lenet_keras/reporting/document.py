@@ -134,7 +134,7 @@ def write_study_report(model_dir: str, tune_dir: Optional[str] = None) -> str:
     retry = f"`python -m lenet_keras.report --model_dir {model_dir}`"
     try:
         return write_report(model_dir, tune_dir=tune_dir)
-    except Exception as exc:  # noqa: BLE001 (see the docstring)
+    except Exception as exc:  # whatever it is: see the docstring
         raise UserError(
             f"the experiments finished and are kept in {model_dir}, but the report failed "
             f"({type(exc).__name__}: {first_line(exc)}): fix that and retry the report with {retry}"
