@@ -154,7 +154,7 @@ def search_decisions(rows: Sequence[Mapping], domains: Mapping[str, object], bes
         for budget in budgets:
             mine = np.array([r["epochs"] == budget for r in rows])
             ax.plot(x[mine], y[mine], "o", color=colours.get(budget, "0.5"), alpha=0.8,
-                    label=f"{budget} epochs" if len(budgets) > 1 else "trial")
+                    label=_epochs(budget) if len(budgets) > 1 else "trial")
         starred = np.array([str(r["trial"]) == str(best) for r in rows])
         ax.plot(x[starred], y[starred], "*", markersize=16, markerfacecolor="none",
                 markeredgecolor="black", label=f"best (trial {best})")
@@ -162,9 +162,13 @@ def search_decisions(rows: Sequence[Mapping], domains: Mapping[str, object], bes
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("best val accuracy")
     axes[0].legend(loc="best", fontsize=7)
-    each = f", {budgets[0]} epochs each" if len(budgets) == 1 else ""
+    each = f", {_epochs(budgets[0])} each" if len(budgets) == 1 else ""
     fig.suptitle(f"{len(rows)} completed trials{each}: validation accuracy against each decision")
     return fig
+
+
+def _epochs(count) -> str:
+    return f"{count} epoch" + ("" if count == 1 else "s")
 
 
 def side_by_side_curves(panels: Mapping[str, Mapping[str, Mapping[int, float]]]) -> Figure:
