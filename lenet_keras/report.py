@@ -1,10 +1,13 @@
-"""The study's report: comparison table, learning curves, confusion matrices, test predictions.
+"""The study's report: comparison table, learning curves, confusion matrices, test predictions,
+and the architecture search.
 
-    python -m lenet_keras.report --model_dir saved_models [--out_dir DIR]
+    python -m lenet_keras.report --model_dir saved_models [--out_dir DIR] [--tune_dir DIR]
 
 Reads what each training run left in <model_dir>/<exp>/ (metrics.json, predictions.npz) and writes
-<model_dir>/report/REPORT.md with PNGs beside it. It loads no model and no data set, so it needs
-neither TensorFlow nor retraining and runs in seconds.
+<model_dir>/report/REPORT.md with PNGs beside it. It loads no model and no data set, so it needs no
+retraining and runs in seconds. When --tune_dir (default saved_models/tuning) holds a search of
+`python -m lenet_keras.tune`, REPORT.md gets a search section: its trials best first, validation
+accuracy against each decision, and the best trial's learning curve beside the tuned experiment's.
 """
 
 from __future__ import annotations
@@ -12,17 +15,30 @@ from __future__ import annotations
 from absl import flags
 
 from lenet_keras import cli
+from lenet_keras.search.layout import DEFAULT_TUNE_DIR
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", "saved_models", "Where training wrote <model_dir>/<exp>/.")
 flags.DEFINE_string("out_dir", None, "Where to write REPORT.md and PNGs (default <model_dir>/report).")
+flags.DEFINE_string("tune_dir", DEFAULT_TUNE_DIR,
+                    "The search to report on, when `python -m lenet_keras.tune` wrote one there.")
 cli.require_writable_folder("out_dir")
 
 
 def main() -> None:
+    from lenet_keras.errors import UserError
+    from lenet_keras.reporting import search_section
     from lenet_keras.reporting.document import write_report
 
-    print(write_report(FLAGS.model_dir, FLAGS.out_dir))
+    tune_dir = FLAGS.tune_dir
+    if not search_section.has_search(tune_dir):
+        if FLAGS["tune_dir"].present:
+            raise UserError(f"--tune_dir {tune_dir} holds no search (no lenet5/trial_*/trial.json): "
+                            "run `python -m lenet_keras.tune` first, or leave out --tune_dir")
+        tune_dir = None
+    else:  # its readers import TensorFlow: quietly, as every command that uses it does
+        cli.import_tensorflow()
+    print(write_report(FLAGS.model_dir, FLAGS.out_dir, tune_dir))
 
 
 if __name__ == "__main__":

@@ -148,10 +148,17 @@ def main() -> None:
         runs.append(Run(config.name, metrics=metrics))
     print(comparison_table(runs))
     if study is not None and writes:
-        from lenet_keras.reporting.document import write_report
+        import os
 
-        print(f"report: {write_report(FLAGS.model_dir)}")
-        study.end()
+        from lenet_keras.reporting.document import write_study_report
+        from lenet_keras.search.layout import DEFAULT_TUNE_DIR
+
+        # The search the tuned experiment's --hparams came from; else where `tune` writes one.
+        tune_dir = os.path.dirname(os.path.abspath(FLAGS.hparams)) if FLAGS.hparams else DEFAULT_TUNE_DIR
+        try:
+            print(f"report: {write_study_report(FLAGS.model_dir, tune_dir)}")
+        finally:  # the experiments are finished whatever became of the report
+            study.end()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@
 
 Writes into --tune_dir keras-tuner's project (lenet5/: oracle.json, trial_*/),
 best_hyperparameters.json (train it with `python -m lenet_keras.train --exp tuned --hparams ...`)
-and trials_summary.md. Without --overwrite a rerun resumes the search and keeps finished trials.
+and trials_summary.md, and logs every trial to TensorBoard in tensorboard/ (curves and an HParams
+session with its values: `tensorboard --logdir <tune_dir>/tensorboard`, printed at start and end).
+Without --overwrite a rerun resumes the search and keeps finished trials.
 Distributed: run the same command with KERASTUNER_TUNER_ID=chief|tuner0|tuner1...,
 KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set, and the chief given --worker_ids (see docs/search.md).
 --parallel_trials N does that on this machine: a chief and N workers on 127.0.0.1, each worker with
@@ -17,10 +19,11 @@ from __future__ import annotations
 from absl import flags, logging
 
 from lenet_keras import cli
+from lenet_keras.search.layout import DEFAULT_TUNE_DIR
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).")
-flags.DEFINE_string("tune_dir", "saved_models/tuning", "Where the search and its results are written.")
+flags.DEFINE_string("tune_dir", DEFAULT_TUNE_DIR, "Where the search and its results are written.")
 flags.DEFINE_enum("tuner", "hyperband", ["hyperband", "random", "bayesian"], "keras-tuner algorithm.")
 flags.DEFINE_integer(
     "max_trials", None,
@@ -113,7 +116,12 @@ def main() -> None:
 
     # Resolved once, here (auto logs its choice): --parallel_trials hands workers the concrete policy.
     FLAGS.precision = precision.resolve(FLAGS.precision).policy
+    from lenet_keras.search.layout import tensorboard_command
+
+    watch = f"every trial's curves and hyperparameters: {tensorboard_command(FLAGS.tune_dir)}"
+    print(watch, flush=True)
     print(launch(FLAGS.parallel_trials) if FLAGS.parallel_trials > 1 else run())
+    print(watch)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from lenet_keras.search import space as hparams
 from lenet_keras.search import tuner as tuning
 from lenet_keras.search.parallel import free_port, supervise
 from tests.conftest import assert_one_line_error, run_cli
+from tests.test_search_tensorboard import sessions
 
 CONFIG = experiments.get_config("tuned")
 
@@ -194,6 +195,7 @@ def test_distributed_chief_and_two_workers(data_dir, tmp_path):
     trials = [json.load(open(os.path.join(project, t, "trial.json")))
               for t in sorted(os.listdir(project)) if t.startswith("trial_")]
     assert [t["status"] for t in trials] == ["COMPLETED", "COMPLETED"]
+    assert sorted(sessions(tune_dir)) == sorted(t["trial_id"] for t in trials)  # workers log them
     # The chief only serves the oracle: the two workers ran the trials.
     assert "worker done" in outputs["tuner0"][0] and "worker done" in outputs["tuner1"][0]
     assert json.load(open(os.path.join(tune_dir, tuning.BEST_FILE)))["values"]
@@ -240,6 +242,12 @@ def test_parallel_trials_trains_in_workers_and_overwrite_starts_anew(data_dir, t
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "2 trials" in proc.stdout
     assert len(trial_files(tune_dir)) == 2
+    # Every trial, whichever worker trained it, is one HParams session; the way to see them is
+    # printed at the start and at the end.
+    assert sorted(sessions(tune_dir)) == ["0", "1"]
+    watch = f"tensorboard --logdir {os.path.join(tune_dir, 'tensorboard')}"
+    lines = proc.stdout.strip().splitlines()
+    assert watch in lines[0] and watch in lines[-1], proc.stdout
     assert json.load(open(os.path.join(tune_dir, tuning.BEST_FILE)))["values"]
     threads = max(1, len(os.sched_getaffinity(0)) // 2)
     for worker in ("tuner0", "tuner1"):
@@ -253,10 +261,12 @@ def test_parallel_trials_trains_in_workers_and_overwrite_starts_anew(data_dir, t
     for worker in ("tuner0", "tuner1"):
         log = open(os.path.join(tune_dir, "logs", f"{worker}.log")).read()
         assert "worker done" in log and "/step" not in log, log[-2000:]
+    assert sorted(sessions(tune_dir)) == ["0", "1"]  # and no session twice
     # --overwrite clears the search once, before any worker starts: one new trial, not three.
     proc = run_cli("lenet_keras.tune", *common, "--max_trials", "1", "--overwrite")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(trial_files(tune_dir)) == 1
+    assert sorted(sessions(tune_dir)) == ["0"]  # the old trials' logs went with them
 
 
 @pytest.mark.slow
@@ -374,12 +384,9 @@ def test_the_best_of_equal_trials_is_the_earliest_whatever_the_order_they_were_l
         t.score = score
         return t
 
-    class Oracle:
-        trials = {t.trial_id: t for t in (trial("2", 0.5), trial("0", 0.5), trial("1", 0.25),
-                                          trial("3", 0.9, status="RUNNING"))}
-
-    assert tuning.best_trial(Oracle).trial_id == "0"
-    Oracle.trials["1"].score = 0.75
-    assert tuning.best_trial(Oracle).trial_id == "1"
-    Oracle.trials = {}
-    assert tuning.best_trial(Oracle) is None
+    trials = {t.trial_id: t for t in (trial("2", 0.5), trial("0", 0.5), trial("1", 0.25),
+                                      trial("3", 0.9, status="RUNNING"))}
+    assert tuning.best_trial(trials.values()).trial_id == "0"
+    trials["1"].score = 0.75
+    assert tuning.best_trial(trials.values()).trial_id == "1"
+    assert tuning.best_trial([]) is None

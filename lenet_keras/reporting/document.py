@@ -1,18 +1,22 @@
-"""REPORT.md and its pictures, from the runs in a model dir.
+"""REPORT.md and its pictures, from the runs in a model dir and, when there is one, a search.
 
-It loads no model and no data set, so it needs neither TensorFlow nor retraining and runs in seconds.
+It loads no model and no data set, so it needs no retraining and runs in seconds; without a search
+it does not even import TensorFlow (the search section reads keras-tuner's and TensorBoard's files
+with their own readers, which do).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import sys
 from typing import Callable, Dict, Optional, Tuple
 
 from matplotlib.figure import Figure
 
-from lenet_keras.errors import UserError
-from lenet_keras.reporting import plots
+from lenet_keras.errors import UserError, first_line
+from lenet_keras.reporting import plots, search_section
+from lenet_keras.reporting.markdown import escape, image
 from lenet_keras.reporting.runs import Run, find_runs
 from lenet_keras.reporting.tables import comparison_table, confused_pairs_table
 from lenet_keras.training import atomic
@@ -75,8 +79,10 @@ def figures(run: Run) -> Dict[str, Tuple[str, Callable[[], Figure]]]:
     return out
 
 
-def write_report(model_dir: str, out_dir: Optional[str] = None) -> str:
-    """Writes REPORT.md and its PNGs into ``out_dir`` (default <model_dir>/report); returns its path."""
+def write_report(model_dir: str, out_dir: Optional[str] = None,
+                 tune_dir: Optional[str] = None) -> str:
+    """Writes REPORT.md and its PNGs into ``out_dir`` (default <model_dir>/report); returns its path.
+    A search in ``tune_dir`` (``python -m lenet_keras.tune``) gets a section of its own."""
     runs = find_runs(model_dir)
     out_dir = out_dir or os.path.join(model_dir, REPORT_DIR)
     try:
@@ -97,7 +103,7 @@ def write_report(model_dir: str, out_dir: Optional[str] = None) -> str:
     for run in runs:
         if run.metrics is None:
             continue
-        lines += ["", f"## {run.name} ({run.metrics['dataset']})", ""]
+        lines += ["", f"## {escape(run.name)} ({escape(run.metrics['dataset'])})", ""]
         if run.problem:
             lines += [f"*{run.problem}*", ""]
         elif len(run.metrics["class_names"]) > READABLE_CLASSES and "coarse_labels" not in run.predictions:
@@ -106,15 +112,35 @@ def write_report(model_dir: str, out_dir: Optional[str] = None) -> str:
                       ""]
         for filename, (caption, draw) in figures(run).items():
             _save(draw(), os.path.join(out_dir, filename))
-            lines += [f"{caption}:", "", f"![{filename[:-4]}]({filename})", ""]
+            lines += [f"{escape(caption)}:", "", image(filename[:-4], filename), ""]
         if run.predictions is not None:
             lines += ["Most confused class pairs on the test split:", "", confused_pairs_table(run)]
+    if search_section.has_search(tune_dir):
+        tuned = next((run for run in runs if run.name == "tuned"), None)
+        lines += search_section.section(
+            tune_dir, tuned, lambda figure, name: _save(figure, os.path.join(out_dir, name)))
     path = os.path.join(out_dir, REPORT_FILE)
     try:
         atomic.write_text(path, "\n".join(lines).rstrip() + "\n")
     except OSError as exc:
         raise _unwritable(path, exc) from None
     return path
+
+
+def write_study_report(model_dir: str, tune_dir: Optional[str] = None) -> str:
+    """``write_report`` at the end of ``train --exp all``, whose experiments are finished and
+    published by then: a failure the user can fix is one UserError that says they are kept and how
+    to retry the report alone; a bug keeps its traceback (exit 1), after a line saying the same."""
+    retry = f"`python -m lenet_keras.report --model_dir {model_dir}`"
+    kept = f"the experiments finished and are kept in {model_dir}, but the report failed"
+    try:
+        return write_report(model_dir, tune_dir=tune_dir)
+    except (UserError, OSError) as exc:
+        raise UserError(f"{kept} ({first_line(exc)}): fix that and retry the report with "
+                        f"{retry}") from None
+    except Exception:
+        print(f"{kept}; retry it with {retry} once this is fixed:", file=sys.stderr)
+        raise
 
 
 def _unwritable(path: str, exc: OSError) -> UserError:

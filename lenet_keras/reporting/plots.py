@@ -2,6 +2,8 @@
 
 Each function returns a ``matplotlib.figure.Figure`` built without pyplot, so nothing needs a display,
 no global figure state leaks between calls, and a test can read a figure's labels before it is saved.
+Text from the data (run and class names) is drawn with ``parse_math=False``: a class folder named
+``$\nope$`` would otherwise be parsed as mathtext and fail the whole report when it is drawn.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def learning_curves(name: str, history: Mapping[str, Sequence[float]], best_epoc
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].legend(loc="best", fontsize=8)
-    fig.suptitle(f"{name}: learning curves")
+    fig.suptitle(f"{name}: learning curves", parse_math=False)
     return fig
 
 
@@ -69,11 +71,12 @@ def confusion_matrix(counts: np.ndarray, class_names: Sequence[str], title: str)
             ax.text(j, i, str(count), ha="center", va="center", fontsize=fontsize,
                     color="white" if shares[i, j] > 0.6 else "black")
     ax.set_xticks(range(n), labels=list(class_names), rotation=45, ha="right",
-                  rotation_mode="anchor", fontsize=9 if n <= 12 else 8)
-    ax.set_yticks(range(n), labels=list(class_names), fontsize=9 if n <= 12 else 8)
+                  rotation_mode="anchor", fontsize=9 if n <= 12 else 8, parse_math=False)
+    ax.set_yticks(range(n), labels=list(class_names), fontsize=9 if n <= 12 else 8,
+                  parse_math=False)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title)
+    ax.set_title(title, parse_math=False)
     fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
     return fig
 
@@ -112,10 +115,78 @@ def prediction_grid(
             f"✗ {class_names[predicted]}\ntrue: {class_names[true]}"
         )
         ax.text(left + framed / 2, top - 1.5, text, ha="center", va="bottom", fontsize=7,
-                color=colour, linespacing=1.0, clip_on=True)
+                color=colour, linespacing=1.0, clip_on=True, parse_math=False)
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_axis_off()
     correct = int(np.sum(labels[:count] == predictions[:count]))
     fig.suptitle(f"{title}: {correct}/{count} correct (green ✓ correct, red ✗ wrong)",
-                 y=1 - 0.15 / height, va="top")
+                 y=1 - 0.15 / height, va="top", parse_math=False)
+    return fig
+
+
+def search_decisions(rows: Sequence[Mapping], domains: Mapping[str, object], best: str) -> Figure:
+    """Small multiples: each trial's best val_accuracy against each searched decision.
+
+    ``rows``: one mapping per completed trial, with ``trial``, ``best_val_accuracy``, ``epochs`` and
+    a value per decision; ``domains``: per decision, its choices in order, or None for a number
+    drawn on a log axis (the learning rate); ``best``: the id of the trial starred. Trials trained
+    for different epochs (Hyperband's rounds) get one colour per budget: their accuracies are not
+    comparable across colours.
+    """
+    fig = Figure(figsize=(2.6 * len(domains) + 1, 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(domains), sharey=True))
+    budgets = sorted({r["epochs"] for r in rows})
+    colours = dict(zip(budgets, ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7"), strict=False))
+    y = np.array([r["best_val_accuracy"] for r in rows], dtype=float)
+    for ax, (name, choices) in zip(axes, domains.items(), strict=True):
+        values = [r[name] for r in rows]
+        if choices is None:
+            x = np.array(values, dtype=float)
+            ax.set_xscale("log")
+        else:
+            # A value the space no longer offers (a search from an older version) gets a place too.
+            choices = list(choices) + sorted({v for v in values if v not in choices}, key=str)
+            # Points of one choice spread a little sideways, so equal scores stay visible.
+            spread = (np.arange(len(rows)) % 5 - 2) * 0.05
+            x = np.array([list(choices).index(v) for v in values], dtype=float) + spread
+            ax.set_xticks(range(len(choices)), labels=[str(c) for c in choices], parse_math=False)
+            ax.set_xlim(-0.5, len(choices) - 0.5)
+        for budget in budgets:
+            mine = np.array([r["epochs"] == budget for r in rows])
+            ax.plot(x[mine], y[mine], "o", color=colours.get(budget, "0.5"), alpha=0.8,
+                    label=_epochs(budget) if len(budgets) > 1 else "trial")
+        starred = np.array([str(r["trial"]) == str(best) for r in rows])
+        ax.plot(x[starred], y[starred], "*", markersize=16, markerfacecolor="none",
+                markeredgecolor="black", label=f"best (trial {best})")
+        ax.set_xlabel(name.replace("_", " "))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("best val accuracy")
+    axes[0].legend(loc="best", fontsize=7)
+    each = f", {_epochs(budgets[0])} each" if len(budgets) == 1 else ""
+    fig.suptitle(f"{len(rows)} completed trials{each}: validation accuracy against each decision")
+    return fig
+
+
+def _epochs(count) -> str:
+    return f"{count} epoch" + ("" if count == 1 else "s")
+
+
+def side_by_side_curves(panels: Mapping[str, Mapping[str, Mapping[int, float]]]) -> Figure:
+    """Accuracy per epoch of several models side by side on one y scale: ``panels`` maps each
+    panel's title to ``{"train": {epoch: accuracy}, "validation": {epoch: accuracy}}``."""
+    fig = Figure(figsize=(5.5 * len(panels), 4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharex=True, sharey=True))
+    last = max((max(points, default=1) for curves in panels.values() for points in curves.values()),
+               default=1)
+    for ax, (title, curves) in zip(axes, panels.items(), strict=True):
+        for label, points in curves.items():
+            epochs = sorted(points)
+            ax.plot(epochs, [points[e] for e in epochs], "o-", markersize=4, label=label)
+        ax.set_title(title, parse_math=False)
+        ax.set_xlabel("epoch")
+        ax.set_xlim(0.5, last + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(loc="best", fontsize=8)
     return fig

@@ -1,6 +1,7 @@
 """The report's tables: one row per run, and the most-confused class pairs of one run.
 
-``comparison_table`` is the one comparison table: ``train`` prints it, REPORT.md embeds it.
+``comparison_table`` is the one comparison table: ``train`` prints it, REPORT.md embeds it. Names
+from the data (runs, data sets, classes) are escaped: they are text, never Markdown.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from typing import List, Tuple
 
 import numpy as np
 
+from lenet_keras.reporting.markdown import escape
 from lenet_keras.reporting.runs import Run
 
 CONFUSED_PAIRS = 10
@@ -20,11 +22,11 @@ TABLE_HEADER = (
 
 def table_row(run: Run) -> str:
     if run.metrics is None:
-        return f"| {run.name} | {run.problem} |" + " — |" * 7
+        return f"| {escape(run.name)} | {run.problem} |" + " — |" * 7
     m = run.metrics
     seconds = sum(m.get("epoch_seconds") or [])
     return (
-        f"| {run.name} | {m['dataset']} | {m['epochs_run']} | {m['params']:,} | "
+        f"| {escape(run.name)} | {escape(m['dataset'])} | {m['epochs_run']} | {m['params']:,} | "
         f"{m['trainable_params']:,} | {m['best_val_accuracy']:.4f} ({m['best_epoch']}) | "
         f"{m['test_accuracy']:.4f} | {m['test_top5_accuracy']:.4f} | {seconds:.1f} s |"
     )
@@ -48,7 +50,7 @@ def most_confused_pairs(labels, predictions, k: int = CONFUSED_PAIRS) -> List[Tu
 
 
 def confused_pairs_table(run: Run) -> str:
-    names = run.metrics["class_names"]
+    names = [escape(name) for name in run.metrics["class_names"]]
     p = run.predictions
     rows = ["| true class | predicted as | test images | share of the true class |", "|---|---|---|---|"]
     for true, predicted, count, support in most_confused_pairs(p["labels"], p["predictions"]):

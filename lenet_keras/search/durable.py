@@ -16,6 +16,9 @@ ends with.
 - **Each trial on its own.** A trial's weights and batch order must not depend on what ran before it
   in the process, or a trial rerun after a kill would train differently. ``seed_each_trial`` seeds
   every trial from the search seed and its trial number, and gives it a fresh training pipeline.
+- **One TensorBoard session per trial.** A trial retried after a kill would add a second HParams
+  session and a second set of curves to the folder of its first attempt. ``fresh_logs_each_trial``
+  empties a trial's log folder before it runs; a finished trial is never run again, so its logs stay.
 """
 
 from __future__ import annotations
@@ -75,3 +78,14 @@ def seed_each_trial(tuner, seed: int, fresh_train: Optional[Callable] = None) ->
         return run_trial(trial, *args, **kwargs)
 
     tuner.run_trial = run_seeded_trial
+
+
+def fresh_logs_each_trial(tuner, log_dir: str) -> None:
+    """Each trial starts with an empty ``<log_dir>/<trial_id>/`` (see ``search.tuner.search``)."""
+    run_trial = tuner.run_trial
+
+    def run_trial_with_fresh_logs(trial, *args, **kwargs):
+        shutil.rmtree(os.path.join(log_dir, str(trial.trial_id)), ignore_errors=True)
+        return run_trial(trial, *args, **kwargs)
+
+    tuner.run_trial = run_trial_with_fresh_logs

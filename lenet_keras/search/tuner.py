@@ -13,18 +13,23 @@ import shutil
 import time
 from typing import Callable, Optional, Sequence
 
+import keras
 import keras_tuner as kt
 
 from lenet_keras.config import ExperimentConfig
 from lenet_keras.errors import UserError, first_line
 from lenet_keras.search import durable, space
+from lenet_keras.search.layout import (
+    BEST_FILE,
+    PROJECT,
+    SEARCH_FILE,
+    SUMMARY_FILE,
+    TENSORBOARD_DIR,
+    tensorboard_dir,
+)
 from lenet_keras.training import atomic
 
 TUNERS = ("hyperband", "random", "bayesian")
-PROJECT = "lenet5"  # keras-tuner's project folder inside --tune_dir
-BEST_FILE = "best_hyperparameters.json"
-SUMMARY_FILE = "trials_summary.md"
-SEARCH_FILE = "search.json"  # what kind of search tune_dir holds, to refuse resuming another kind
 IDLE_WAIT_S = 1.0  # a worker told to wait for other trials asks again after this long
 DEFAULT_MAX_TRIALS = 30  # random/bayesian; a full Hyperband at max_epochs=20, factor=3 runs 30
 
@@ -91,6 +96,7 @@ def make_tuner(
         tuner = tuner_class(build, max_trials=max_trials or DEFAULT_MAX_TRIALS, **common)
     durable.repair_after_kill(tuner.oracle)
     durable.seed_each_trial(tuner, seed, fresh_train)
+    durable.fresh_logs_each_trial(tuner, tensorboard_dir(directory))
     if is_search_worker():
         _wait_when_idle(tuner.oracle)
     # keras-tuner's chief exits once no worker it has heard from is left, so one that has not
@@ -117,8 +123,10 @@ def _wait_when_idle(oracle) -> None:
 
 
 def clear_search(directory: str) -> None:
-    """Deletes the search in ``directory``: keras-tuner's project and the results that describe it."""
-    shutil.rmtree(os.path.join(directory, PROJECT), ignore_errors=True)
+    """Deletes the search in ``directory``: keras-tuner's project, its TensorBoard logs and the
+    results that describe it."""
+    for folder in (PROJECT, TENSORBOARD_DIR):
+        shutil.rmtree(os.path.join(directory, folder), ignore_errors=True)
     for name in (BEST_FILE, SUMMARY_FILE, SEARCH_FILE):
         if os.path.exists(os.path.join(directory, name)):
             os.remove(os.path.join(directory, name))
@@ -166,11 +174,20 @@ def is_search_chief() -> bool:
 
 
 def search(tuner: kt.Tuner, splits, epochs: int, verbose: int = 2, **fit_kwargs) -> None:
-    """Runs (or resumes) the search; keras-tuner skips trials already completed in its project."""
+    """Runs (or resumes) the search; keras-tuner skips trials already completed in its project.
+
+    Every trial logs to TensorBoard: keras-tuner's own ``Tuner._configure_tensorboard_dir`` acts on
+    a callback named TensorBoard, moving its log dir to ``<tensorboard_dir>/<trial_id>/execution0``
+    and adding TensorBoard's HParams ``KerasCallback`` with the trial's values, so the HParams
+    dashboard lists one session per trial. Workers of a distributed search run the trials, so they
+    log too, each trial into its own folder of the shared directory.
+    """
+    # No graph: a search is read for its curves and values, and a graph per trial costs time.
+    board = keras.callbacks.TensorBoard(tensorboard_dir(tuner.directory), write_graph=False)
+    callbacks = [board, *fit_kwargs.pop("callbacks", [])]
     try:
-        tuner.search(
-            x=splits.train, validation_data=splits.val, epochs=epochs, verbose=verbose, **fit_kwargs
-        )
+        tuner.search(x=splits.train, validation_data=splits.val, epochs=epochs, verbose=verbose,
+                     callbacks=callbacks, **fit_kwargs)
     except RuntimeError as exc:  # keras-tuner's "too many consecutive failed trials"
         raise UserError(f"the search stopped: {first_line(exc)}") from None
     if not is_search_worker():
@@ -180,14 +197,13 @@ def search(tuner: kt.Tuner, splits, epochs: int, verbose: int = 2, **fit_kwargs)
         tuner.oracle.save()
 
 
-def trial_rows(tuner: kt.Tuner) -> list:
-    """One dict per trial, in the order trials were created."""
+def trial_rows(trials) -> list:
+    """One dict per keras-tuner Trial, in the order trials were created."""
     rows = []
-    for trial_id in sorted(tuner.oracle.trials):
-        trial = tuner.oracle.trials[trial_id]
+    for trial in sorted(trials, key=lambda t: int(t.trial_id)):
         values = trial.hyperparameters.values
         rows.append({
-            "trial": trial_id,
+            "trial": trial.trial_id,
             "status": trial.status,
             **{name: values.get(name) for name in space.NAMES},
             "epochs": values.get("tuner/epochs"),
@@ -214,17 +230,17 @@ def summary_table(rows: list, default_epochs: int) -> str:
     return "\n".join(lines)
 
 
-def best_trial(oracle):
+def best_trial(trials):
     """The completed trial of highest val_accuracy; among equals the earliest, so the choice does
     not depend on the order keras-tuner reloaded its trials in (a resumed search's differs)."""
-    scored = [t for t in oracle.trials.values()
+    scored = [t for t in trials
               if t.status == kt.engine.trial.TrialStatus.COMPLETED and t.score is not None]
     return max(scored, key=lambda t: (t.score, -int(t.trial_id)), default=None)
 
 
 def write_results(tuner: kt.Tuner, directory: str, kind: str, default_epochs: int) -> str:
     """Writes best_hyperparameters.json and trials_summary.md into ``directory``; returns the table."""
-    best = best_trial(tuner.oracle)
+    best = best_trial(tuner.oracle.trials.values())
     if best is None:
         raise UserError(
             f"no trial in {directory} completed, so there is no best model: see the trial errors "
@@ -236,7 +252,7 @@ def write_results(tuner: kt.Tuner, directory: str, kind: str, default_epochs: in
     # TFX's Tuner writes this same get_config() form; the extra keys are for people.
     payload = {**config, "tuner": kind, "trial_id": best.trial_id, "best_val_accuracy": best.score}
     atomic.write_json(os.path.join(directory, BEST_FILE), payload)
-    table = summary_table(trial_rows(tuner), default_epochs)
+    table = summary_table(trial_rows(tuner.oracle.trials.values()), default_epochs)
     text = (f"# keras-tuner {kind} search: {len(tuner.oracle.trials)} trials, objective "
             f"val_accuracy\n\nBest: trial {best.trial_id}, val accuracy {best.score:.4f}\n\n"
             f"{table}\n")
