@@ -84,3 +84,17 @@ def test_trial_statuses_the_repair_reads():
     status = kt.engine.trial.TrialStatus
     for name in ("COMPLETED", "FAILED", "IDLE", "RUNNING"):
         assert hasattr(status, name), f"TrialStatus.{name}"
+
+
+def test_a_tensorboard_callback_is_given_its_trial_folder_and_hparams():
+    """search.tuner.search passes a TensorBoard callback and relies on keras-tuner moving its log
+    dir per trial and adding HParams' KerasCallback (what `tune` logs to TensorBoard)."""
+    configure = getattr(kt_tuner.Tuner, "_configure_tensorboard_dir", None)
+    assert callable(configure), "Tuner._configure_tensorboard_dir"
+    assert _parameters(configure)[:3] == ["self", "callbacks", "trial"], \
+        "Tuner._configure_tensorboard_dir(callbacks, trial, execution)"
+    source = _source(configure)
+    assert '"TensorBoard"' in source and "hparams_api.KerasCallback" in source, \
+        "Tuner._configure_tensorboard_dir acts on a callback named TensorBoard with HParams"
+    assert "self._configure_tensorboard_dir(" in _source(kt_tuner.Tuner.run_trial), \
+        "Tuner.run_trial calls _configure_tensorboard_dir"
