@@ -4,13 +4,16 @@ of the runner flags, which need no TFX (they run before it is imported)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 
 import pytest
 
 from tests.conftest import REPO, assert_one_line_error, run_cli
-from tests.test_tfx_pipeline import requires_tfx
+
+requires_tfx = pytest.mark.skipif(importlib.util.find_spec("tfx") is None,
+                                  reason="TFX is not installed: it needs Python 3.10")
 
 pytestmark = [
     pytest.mark.slow,
