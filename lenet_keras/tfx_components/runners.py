@@ -30,6 +30,22 @@ USER_CAUSED = (UserError, OSError, MemoryError, tf.errors.NotFoundError,
                tf.errors.UnavailableError)
 
 
+_BEAM_STEP = " [while running '"  # what Beam appends to a step's exception
+
+
+def user_caused(exc: BaseException):
+    """The exception a user can fix behind ``exc``, or None for a programming error.
+
+    BeamDagRunner runs each component as a Beam step, and Beam re-raises a step's exception with
+    the step's name appended, as a RuntimeError chained to the original when it cannot rebuild
+    the type (TensorFlow's errors, OSError): the original decides.
+    """
+    while (isinstance(exc, RuntimeError) and _BEAM_STEP in str(exc)
+           and (exc.__cause__ or exc.__context__) is not None):
+        exc = exc.__cause__ or exc.__context__
+    return exc if isinstance(exc, USER_CAUSED) else None
+
+
 class ComponentFailed(UserError):
     """A component raised what a user can fix: the message names it and gives the reason."""
 
@@ -57,13 +73,16 @@ def run_pipeline(pipeline: tfx.dsl.Pipeline, metadata_path: str,
     earlier_runs = set(executions.run_ids(store))
     try:
         _dag_runner(runner).run(pipeline)
-    except USER_CAUSED as exc:
-        reason = first_line(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {first_line(exc)}"
-        raise ComponentFailed(
-            f"TFX component {_stopped_at(pipeline, store, earlier_runs)} failed: {reason} "
-            "(finished components are reused when the command runs again; --library_logs shows "
-            "TFX's log)") from exc
-    except Exception:
+    except Exception as exc:
+        cause = user_caused(exc)
+        if cause is not None:
+            reason = first_line(cause).split(_BEAM_STEP)[0]
+            if not isinstance(cause, UserError):
+                reason = f"{type(cause).__name__}: {reason}"
+            raise ComponentFailed(
+                f"TFX component {_stopped_at(pipeline, store, earlier_runs)} failed: {reason} "
+                "(finished components are reused when the command runs again; --library_logs "
+                "shows TFX's log)") from cause
         logging.error("TFX component %s failed with an error in the code (a bug: please report "
                       "it with the traceback below)", _stopped_at(pipeline, store, earlier_runs))
         raise
