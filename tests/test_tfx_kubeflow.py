@@ -177,3 +177,36 @@ def test_kubeflow_v2_flags_are_checked_before_anything_runs(tmp_path, flags, nee
 def test_local_run_flags_are_checked_before_anything_runs(tmp_path, args, needles):
     proc = run_cli("lenet_keras.pipeline", "--data_dir", str(tmp_path), *args)
     assert_one_line_error(proc, *needles)
+
+
+@requires_tfx
+@pytest.mark.tfx
+def test_the_in_pipeline_cut_writes_what_the_local_cut_does(data_dir, tmp_path):
+    """The remote job's first step, run for real (LocalDagRunner, one component): ExampleGen's
+    layout, holding the very records the local ImportExampleGen folder holds, split for split."""
+    import tensorflow as tf
+    from tfx import v1 as tfx
+
+    import experiments
+    from lenet_keras.tfx_components import examples, executions
+    from lenet_keras.tfx_components.tfds_example_gen import TfdsExampleGen
+
+    instructions = examples.split_instructions(experiments.get_config("transfer"))
+    cut = TfdsExampleGen(dataset="stl10", data_dir=data_dir, splits=json.dumps(instructions),
+                         code_version="test").with_id("stl10_examples")
+    metadata = str(tmp_path / "metadata.sqlite")
+    tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
+        pipeline_name="cut", pipeline_root=str(tmp_path / "root"), components=[cut],
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            metadata)))
+    store = executions.connect(metadata)
+    node = executions.node_executions(store, executions.run_ids(store)[-1], "cut")["stl10_examples"]
+    (artifact,) = node.outputs["examples"]
+    assert json.loads(artifact.properties["split_names"].string_value) == list(instructions)
+    local = examples.export("stl10", data_dir, str(tmp_path / "local"), instructions)
+    for split in instructions:
+        (written,) = tf.io.gfile.glob(os.path.join(artifact.uri, f"Split-{split}", "*.gz"))
+        remote_records = list(tf.data.TFRecordDataset(written, "GZIP").as_numpy_iterator())
+        local_records = list(tf.data.TFRecordDataset(
+            os.path.join(local, split, f"{split}.tfrecord")).as_numpy_iterator())
+        assert remote_records == local_records and remote_records, split

@@ -6,7 +6,7 @@
                    (base_model: tuned_trainer's model)  transfer_baseline ^
 
 Local runs: each ImportExampleGen reads the ``train/ eval/ test/`` folder ``examples.export`` cut
-from the prepared TFDS data set exactly as the training CLI splits it. Remote runs (``remote=True``,
+from the prepared TFDS data set exactly as the training CLI splits it. Remote runs (``examples_folders=None``,
 Kubeflow V2) cut inside the pipeline instead (``tfds_example_gen.TfdsExampleGen``), so the compiled
 job is complete and reads nothing on the compiling machine. The Tuner searches on train and
 validates on eval; the Trainers validate (and pick their checkpoint) on eval and read test only for
