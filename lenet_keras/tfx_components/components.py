@@ -6,17 +6,18 @@
                    (base_model: tuned_trainer's model)  transfer_baseline ^
 
 Local runs: each ImportExampleGen reads the ``train/ eval/ test/`` folder ``examples.export`` cut
-from the prepared TFDS data set exactly as the training CLI splits it. Remote runs (``examples_folders=None``,
-Kubeflow V2) cut inside the pipeline instead (``tfds_example_gen.TfdsExampleGen``), so the compiled
-job is complete and reads nothing on the compiling machine. The Tuner searches on train and
-validates on eval; the Trainers validate (and pick their checkpoint) on eval and read test only for
-the final evaluation; each Evaluator scores its Trainer's model on test (docs/tfx.md says why),
-against a floor and against its baseline, the last model of *the same trainer* its Evaluator
-blessed (a Resolver over the channels of that trainer and that evaluator only). A Pusher pushes only
-a blessed model. The modules are named by dotted paths (``experiments.tuned.run_fn``), so they run
-as the installed package, not as a ``module_file`` TFX would repackage as flat modules. TFX's cache
-key then holds only the names, so every module's ``custom_config`` carries ``code_version``, a
-digest of the package's sources: changed code reruns the components, unchanged code is cached.
+from the prepared TFDS data set exactly as the training CLI splits it. Remote runs
+(``examples_folders=None``: Kubeflow V2) cut inside the pipeline instead
+(``tfds_example_gen.TfdsExampleGen``), so the compiled job is complete and reads nothing on the
+compiling machine. The Tuner searches on train and validates on eval; the Trainers validate (and
+pick their checkpoint) on eval and read test only for the final evaluation; each Evaluator scores
+its Trainer's model on test (docs/tfx.md says why), against a floor and against its baseline, the
+last model of *the same trainer* its Evaluator blessed (a Resolver over the channels of that
+trainer and that evaluator only). A Pusher pushes only a blessed model. The modules are named by
+dotted paths (``experiments.tuned.run_fn``), so they run as the installed package, not as a
+``module_file`` TFX would repackage as flat modules. TFX's cache key then holds only the names, so
+every module's ``custom_config`` carries ``code_version``, a digest of the package's sources:
+changed code reruns the components, unchanged code is cached.
 """
 
 from __future__ import annotations
