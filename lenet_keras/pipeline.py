@@ -129,9 +129,21 @@ def _check_flags() -> None:
         if FLAGS.metadata_path:
             raise UserError("--metadata_path is for local and beam runs: Kubeflow and Vertex AI "
                             "keep their own ML Metadata")
-    elif FLAGS.output or FLAGS.image:
-        raise UserError("--output and --image are for --runner kubeflow_v2, which compiles a job "
-                        f"instead of running it; --runner {FLAGS.runner} runs here")
+    else:
+        if FLAGS.output or FLAGS.image:
+            raise UserError("--output and --image are for --runner kubeflow_v2, which compiles a "
+                            f"job instead of running it; --runner {FLAGS.runner} runs here")
+        remote_paths = [f"--{name} {getattr(FLAGS, name)}" for name in ("data_dir", "pipeline_root")
+                        if "://" in (getattr(FLAGS, name) or "")]
+        if remote_paths:
+            raise UserError(f"--runner {FLAGS.runner} cuts the data into files on this machine "
+                            f"first, so {', '.join(remote_paths)} must be local: copy the data "
+                            "here, or compile a job with --runner kubeflow_v2")
+    try:
+        _beam_pipeline_args()
+    except ValueError as exc:
+        raise UserError(f"--beam_pipeline_args {FLAGS.beam_pipeline_args!r} is not one "
+                        f"command-line string ({exc}): quote it as a shell would") from None
 
 
 def _beam_pipeline_args():

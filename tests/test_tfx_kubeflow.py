@@ -45,16 +45,15 @@ EDGES = {
 }
 
 
-def _compile(tmp_path, *extra: str, **flags):
-    args = {**REMOTE, **flags}
+def _compile(*extra: str):
     return run_cli("lenet_keras.pipeline", "--runner", "kubeflow_v2", *extra,
-                   *[part for item in args.items() for part in item])
+                   *[part for item in REMOTE.items() for part in item])
 
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
     out = tmp_path_factory.mktemp("kfp")
-    proc = _compile(out, "--epochs", "1", "--max_trials", "1", "--output",
+    proc = _compile("--epochs", "1", "--max_trials", "1", "--output",
                     str(out / "job.json"), "--image", IMAGE)
     assert proc.returncode == 0, proc.stderr[-5000:]
     return proc, out
@@ -171,12 +170,25 @@ def test_kubeflow_v2_flags_are_checked_before_anything_runs(tmp_path, flags, nee
 
 @pytest.mark.parametrize("args,needles", [
     (["--output", "job.json"], ["--output and --image are for --runner kubeflow_v2"]),
+    (["--runner", "beam", "--pipeline_root", "gs://bucket/tfx"],
+     ["--runner beam cuts the data", "--pipeline_root gs://bucket/tfx must be local"]),
+    (["--beam_pipeline_args", "--runner='FlinkRunner"], ["is not one command-line string"]),
     (["--min_accuracy", "1.5"], ["--min_accuracy", "from 0 to 1, got 1.5"]),
     (["--max_accuracy_drop", "-0.1"], ["--max_accuracy_drop", "got -0.1"]),
 ])
 def test_local_run_flags_are_checked_before_anything_runs(tmp_path, args, needles):
     proc = run_cli("lenet_keras.pipeline", "--data_dir", str(tmp_path), *args)
     assert_one_line_error(proc, *needles)
+
+
+@requires_tfx
+@pytest.mark.tfx
+def test_a_job_file_that_cannot_be_written_is_one_line(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder\n")
+    proc = _compile("--output", str(blocker / "job.json"), "--image", IMAGE)
+    assert_one_line_error(proc, f"cannot write the job to {blocker / 'job.json'}",
+                          "choose another --output")
 
 
 @requires_tfx

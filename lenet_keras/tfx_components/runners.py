@@ -97,12 +97,18 @@ def compile_kubeflow_v2(pipeline: tfx.dsl.Pipeline, output: str, image: str) -> 
     config = tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=config, output_dir=os.path.dirname(output), output_filename=os.path.basename(output))
-    runner.run(pipeline, write_out=True)
-    with open(output) as f:
-        job = json.load(f)
-    _filter_baselines_by_producer(job["pipelineSpec"]["deploymentSpec"]["executors"])
-    with open(output, "w") as f:
-        json.dump(job, f, sort_keys=True)
+    try:
+        # Before TFX, which answers a file in the way with a RuntimeError.
+        os.makedirs(os.path.dirname(output), exist_ok=True)
+        runner.run(pipeline, write_out=True)
+        with open(output) as f:
+            job = json.load(f)
+        _filter_baselines_by_producer(job["pipelineSpec"]["deploymentSpec"]["executors"])
+        with open(output, "w") as f:
+            json.dump(job, f, sort_keys=True)
+    except (OSError, tf.errors.OpError) as exc:
+        raise UserError(f"cannot write the job to {output} ({first_line(exc)}): choose another "
+                        "--output") from None
     return output
 
 
