@@ -2,19 +2,28 @@
 
     python -m lenet_keras.pipeline --data_dir D --pipeline_root R --serving_base S [--epochs N]
         [--max_trials T] [--tuner hyperband|random|bayesian] [--metadata_path P] [--precision P]
+        [--min_accuracy A] [--max_accuracy_drop D] [--runner local|beam] [--beam_pipeline_args ARGS]
+    python -m lenet_keras.pipeline --runner kubeflow_v2 --output job.json --image IMAGE
+        --data_dir gs://... --pipeline_root gs://... --serving_base gs://... [...]
 
 ImportExampleGen for CIFAR-100 and for STL-10 (train / eval / test cut as `train` cuts them) ->
 Tuner -> Trainer (tuned, the Tuner's best hyperparameters) -> Trainer (transfer, from the tuned
-model) -> a Pusher each, into S/lenet_tuned/<version>/ and S/lenet_transfer/<version>/ (TF Serving's
-layout). ML Metadata: R/metadata.sqlite unless --metadata_path. A rerun reuses, from TFX's cache,
-every component whose inputs, settings and code did not change. See docs/tfx.md.
+model) -> an Evaluator each (test split; a floor, and a largest drop against the last model of the
+same trainer it blessed) -> a Pusher each, which pushes only a blessed model, into
+S/lenet_tuned/<version>/ and S/lenet_transfer/<version>/ (TF Serving's layout). It ends with one
+line per model. `local` and `beam` run here (LocalDagRunner, BeamDagRunner), ML Metadata in
+R/metadata.sqlite unless --metadata_path; `kubeflow_v2` compiles a Kubeflow Pipelines v2 /
+Vertex AI PipelineJob to --output and runs nothing. A rerun reuses, from TFX's cache, every
+component whose inputs, settings and code did not change. See docs/tfx.md.
 """
+
 
 from __future__ import annotations
 
 import importlib.util
 import logging as std_logging
 import os
+import shlex
 import sys
 import traceback
 import warnings
@@ -23,6 +32,7 @@ from absl import flags
 
 from lenet_keras import cli
 from lenet_keras.errors import UserError, first_line
+from lenet_keras.tfx_components import evaluation
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "TFDS data dir holding prepared cifar100 and stl10 "
@@ -41,13 +51,28 @@ flags.DEFINE_string("metadata_path", None,
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16", "auto"],
                   "Keras dtype policy of the Tuner and the Trainers: "
                     "float32, mixed_bfloat16, mixed_float16 or auto, as for train.")
+flags.DEFINE_float("min_accuracy", evaluation.DEFAULT_MIN_ACCURACY, "The Evaluators' floor: a "
+                   "model whose test accuracy is below it is not blessed, so not pushed.")
+flags.DEFINE_float("max_accuracy_drop", evaluation.DEFAULT_MAX_ACCURACY_DROP, "How far a model's "
+                   "test accuracy may fall below that of the last model of the same trainer that "
+                   "was blessed (none on a first run).")
+flags.DEFINE_enum("runner", "local", ["local", "beam", "kubeflow_v2"],
+                  "local: LocalDagRunner; beam: BeamDagRunner (both run here); kubeflow_v2: "
+                  "compile a Kubeflow Pipelines v2 / Vertex AI job to --output, run nothing.")
+flags.DEFINE_string("beam_pipeline_args", None, "The components' Beam options, one string as on "
+                    "a command line (e.g. '--direct_running_mode=multi_processing "
+                    "--direct_num_workers=4'); default: one in-process worker.")
+flags.DEFINE_string("output", None, "kubeflow_v2: the PipelineJob JSON file to write.")
+flags.DEFINE_string("image", None, "kubeflow_v2: the container image every component runs in, "
+                    "with this project installed with its [tfx] extra (docs/tfx.md).")
+for _name in ("min_accuracy", "max_accuracy_drop"):
+    flags.register_validator(_name, lambda v: 0 <= v <= 1, message=f"--{_name} is a fraction of "
+                             "the test split: give a number from 0 to 1")
 
 TFX_PYTHON = (3, 10)  # TFX 1.16, the newest that installs here, requires Python <3.11
-# Warnings nobody running this pipeline can act on: TFX's input resolution's internals, the Pusher
-# pushing without an Evaluator (docs/tfx.md says why), Beam's slower CRC without python-snappy for
-# ExampleGen's small job. --library_logs shows them.
+# Warnings nobody running this pipeline can act on: TFX's input resolution's internals, Beam's
+# slower CRC without python-snappy for ExampleGen's small job. --library_logs shows them.
 _TFX_NOISE = ("ArtifactQuery.property_predicate is not supported",
-              "Pusher is going to push the model without validation",
               "Couldn't find python-snappy")
 
 
@@ -88,31 +113,82 @@ def quiet_tfx() -> None:
 
 
 def _check_flags() -> None:
-    for name in ("epochs", "max_trials"):
-        value = getattr(FLAGS, name)
-        if value is not None and value <= 0:
-            raise UserError(f"--{name} must be a positive integer, got {value}")
+    remote = FLAGS.runner == "kubeflow_v2"
+    if remote:
+        missing = [f"--{name}" for name in ("output", "image", "data_dir") if not getattr(FLAGS, name)]
+        if missing:
+            raise UserError(f"--runner kubeflow_v2 needs {', '.join(missing)}: the job file to "
+                            "write, the container image to run, the TFDS data dir it reads")
+        local = [f"--{name} {getattr(FLAGS, name)}" for name in ("data_dir", "pipeline_root",
+                 "serving_base") if "://" not in getattr(FLAGS, name)]
+        if local:
+            raise UserError(f"--runner kubeflow_v2 runs on other machines, which cannot read "
+                            f"this one's {', '.join(local)}: give gs:// URIs")
+        if FLAGS.metadata_path:
+            raise UserError("--metadata_path is for local and beam runs: Kubeflow and Vertex AI "
+                            "keep their own ML Metadata")
+    else:
+        if FLAGS.output or FLAGS.image:
+            raise UserError("--output and --image are for --runner kubeflow_v2, which compiles a "
+                            f"job instead of running it; --runner {FLAGS.runner} runs here")
+        remote_paths = [f"--{name} {getattr(FLAGS, name)}" for name in ("data_dir", "pipeline_root")
+                        if "://" in (getattr(FLAGS, name) or "")]
+        if remote_paths:
+            raise UserError(f"--runner {FLAGS.runner} cuts the data into files on this machine "
+                            f"first, so {', '.join(remote_paths)} must be local: copy the data "
+                            "here, or compile a job with --runner kubeflow_v2")
+    try:
+        _beam_pipeline_args()
+    except ValueError as exc:
+        raise UserError(f"--beam_pipeline_args {FLAGS.beam_pipeline_args!r} is not one "
+                        f"command-line string ({exc}): quote it as a shell would") from None
+
+
+def _beam_pipeline_args():
+    return None if FLAGS.beam_pipeline_args is None else shlex.split(FLAGS.beam_pipeline_args)
+
+
+def _create_pipeline(examples_folders, data_dir: str, metadata_path=None):
+    from lenet_keras.tfx_components import components
+    from lenet_keras.training import precision
+
+    policy = precision.resolve(FLAGS.precision).policy  # `auto` logs what it picks, once
+    return components.create_pipeline(
+        examples_folders, data_dir, FLAGS.pipeline_root, FLAGS.serving_base,
+        metadata_path=metadata_path, epochs=FLAGS.epochs, max_trials=FLAGS.max_trials,
+        tuner=FLAGS.tuner, precision=policy, min_accuracy=FLAGS.min_accuracy,
+        max_accuracy_drop=FLAGS.max_accuracy_drop, beam_pipeline_args=_beam_pipeline_args())
 
 
 def run(metadata_path: str) -> dict:
     """Exports the examples, builds the pipeline, runs it; node id -> its execution in this run."""
     from lenet_keras.data import tfds_source
-    from lenet_keras.tfx_components import components
-    from lenet_keras.training import precision
+    from lenet_keras.tfx_components import components, runners
 
-    policy = precision.resolve(FLAGS.precision).policy  # `auto` logs what it picks, once
     data_dir = os.path.abspath(tfds_source.default_data_dir(FLAGS.data_dir))
     folders = components.export_examples(data_dir, FLAGS.pipeline_root)
-    pipeline = components.create_pipeline(
-        folders, data_dir, FLAGS.pipeline_root, FLAGS.serving_base, metadata_path=metadata_path,
-        epochs=FLAGS.epochs, max_trials=FLAGS.max_trials, tuner=FLAGS.tuner, precision=policy)
+    pipeline = _create_pipeline(folders, data_dir, metadata_path)
     try:
-        return components.run_pipeline(pipeline, metadata_path)
-    except components.ComponentFailed as exc:
+        return runners.run_pipeline(pipeline, metadata_path, FLAGS.runner)
+    except runners.ComponentFailed as exc:
         if FLAGS.library_logs:
             cause = exc.__cause__
             traceback.print_exception(type(cause), cause, cause.__traceback__)
         raise
+
+
+def report(nodes: dict) -> None:
+    """One line per model: blessed or not, its accuracy against the thresholds, pushed where."""
+    from lenet_keras.tfx_components import components, executions
+
+    for pusher_id, model_name in components.PUSHERS.items():
+        evaluator = nodes[components.EVALUATORS[pusher_id]]
+        (evaluation_artifact,) = evaluator.outputs["evaluation"]
+        verdict = evaluation.read_verdict(evaluation_artifact.uri, executions.blessed(evaluator))
+        pusher = nodes[pusher_id]
+        print(evaluation.describe(model_name, verdict, FLAGS.min_accuracy,
+                                  FLAGS.max_accuracy_drop, executions.pushed_to(pusher),
+                                  cached=pusher.state == "CACHED"))
 
 
 def main() -> None:
@@ -121,14 +197,16 @@ def main() -> None:
         quiet_tfx()
     check_tfx()
     cli.import_tensorflow()
-    from lenet_keras.tfx_components import components, executions
+    from lenet_keras.tfx_components import components, runners
 
+    if FLAGS.runner == "kubeflow_v2":
+        pipeline = _create_pipeline(None, FLAGS.data_dir)
+        job = runners.compile_kubeflow_v2(pipeline, FLAGS.output, FLAGS.image)
+        print(f"Kubeflow Pipelines v2 job: {job}")
+        return
     metadata_path = os.path.abspath(
         FLAGS.metadata_path or components.default_metadata_path(FLAGS.pipeline_root))
-    nodes = run(metadata_path)
-    for node_id, model_name in components.PUSHERS.items():
-        reused = " (unchanged, from TFX's cache)" if nodes[node_id].state == "CACHED" else ""
-        print(f"{model_name}: pushed to {executions.pushed_to(nodes[node_id])}{reused}")
+    report(run(metadata_path))
     print(f"ML Metadata: {metadata_path}")
 
 

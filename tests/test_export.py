@@ -84,6 +84,43 @@ def test_served_outputs_match_the_keras_model(tuned, signature, height, width):
     assert [n.decode() for n in out["class_names"].numpy()] == [names[i] for i in ids]
 
 
+def serialized_examples(x, encode, label=None):
+    """tf.train.Examples as ExampleGen writes them from TFDS: encoded ``image``, maybe ``label``."""
+    out = []
+    for i, pixels in enumerate(x):
+        feature = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=[encode(tf.constant(pixels)).numpy()]))}
+        if label is not None:
+            feature["label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[label + i]))
+        out.append(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    return tf.constant(out)
+
+
+@pytest.mark.parametrize("height,width,label", [(32, 32, 7), (57, 90, None)])
+def test_tf_example_signature_agrees_with_serving_default(loaded, signature, height, width, label):
+    x = images(3, height, width, seed=height + width)
+    served = signature(images=tf.constant(x))
+    # PNG is lossless: the same pixels reach both signatures. A label is ignored, as TFMA sends it.
+    out = loaded.signatures["tf_example"](examples=serialized_examples(x, tf.io.encode_png, label))
+    assert set(out) == set(served)
+    np.testing.assert_allclose(out["probabilities"].numpy(), served["probabilities"].numpy(),
+                               rtol=1e-5, atol=1e-7)
+    for key in ("class_ids", "class_names"):
+        np.testing.assert_array_equal(out[key].numpy(), served[key].numpy())
+
+
+def test_tf_example_signature_decodes_jpeg_of_mixed_sizes(loaded, signature):
+    """A batch of differently sized JPEGs: each classified as its decoded pixels alone."""
+    x = [images(1, 40, 24, seed=1)[0], images(1, 96, 96, seed=2)[0]]
+    examples = serialized_examples(x, tf.io.encode_jpeg)
+    out = loaded.signatures["tf_example"](examples=examples)["probabilities"].numpy()
+    for i, jpeg in enumerate(examples.numpy()):
+        pixels = tf.io.decode_image(tf.io.parse_single_example(
+            jpeg, {"image": tf.io.FixedLenFeature([], tf.string)})["image"], channels=3)
+        alone = signature(images=pixels[tf.newaxis])["probabilities"].numpy()[0]
+        np.testing.assert_allclose(out[i], alone, rtol=1e-5, atol=1e-7)
+
+
 def test_every_class_name_is_kept_in_the_saved_model(tuned, exported, trained_dir):
     with open(os.path.join(trained_dir, "tuned", "metrics.json")) as f:
         expected = json.load(f)["class_names"]

@@ -1,14 +1,21 @@
 """``python -m lenet_keras.pipeline`` against real TFX 1.16 (CI's Python 3.10 leg, `-m tfx`).
 
-One pipeline run on the small synthetic data (--epochs 1, --max_trials 2, --tuner random), read
-back through ML Metadata and the pushed SavedModels; then the same command again (all cached), and
-once more with a serving base that cannot be written (one failed component, one line). Where TFX
-is not installed (the Python 3.11+ main environment) only the one-line refusal is tested.
+One module-scoped sequence of runs on one pipeline root, each read back through ML Metadata, the
+Evaluators' outputs and the serving folder:
+
+1. local, default thresholds: every component runs; both models blessed and pushed;
+2. the same command with ``--runner beam --min_accuracy 0.999``: only the Evaluators and the
+   Pushers run again (the rest from TFX's cache), both models refused, nothing pushed;
+3. default thresholds again with a serving base that cannot be written: one failed Pusher, one
+   line, nothing lost.
+
+The data is synthetic and small but learnable (CIFAR-100 2000 / 100, STL-10 500 / 100 examples),
+so the default floor is met in a few epochs. Where TFX is not installed (the Python 3.11+ main
+environment) only the one-line refusal is tested.
 """
 
 from __future__ import annotations
 
-import glob
 import importlib.util
 import json
 import os
@@ -20,7 +27,7 @@ import types
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, TEST_EXAMPLES, TRAIN_EXAMPLES, assert_one_line_error, run_cli
+from tests.conftest import REPO, assert_one_line_error, run_cli
 
 HAVE_TFX = importlib.util.find_spec("tfx") is not None
 requires_tfx = pytest.mark.skipif(
@@ -32,18 +39,19 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:You are using a non-supported Python version:FutureWarning"),
 ]
 
-NODES = ("cifar100_examples", "stl10_examples", "Tuner", "tuned_trainer", "transfer_trainer",
-         "tuned_pusher", "transfer_pusher")
-MODELS = {"lenet_tuned": "tuned_pusher", "lenet_transfer": "transfer_pusher"}
-# The training CLI's splits of the fixture's data: train[:90%], train[90%:], test.
-SPLIT_SIZES = {"train": TRAIN_EXAMPLES * 9 // 10, "val": TRAIN_EXAMPLES // 10, "test": TEST_EXAMPLES}
+TRAINED = ("cifar100_examples", "stl10_examples", "Tuner", "tuned_trainer", "transfer_trainer")
+EVALUATED = ("tuned_evaluator", "transfer_evaluator", "tuned_pusher", "transfer_pusher")
+NODES = TRAINED + EVALUATED
+MODELS = {"lenet_tuned": "tuned", "lenet_transfer": "transfer"}
+SIZES = {"cifar100": (2000, 100), "stl10": (500, 100)}  # (train, test)
+EPOCHS = "4"
 
 
-def _run_pipeline(data_dir: str, paths, serving_base: str | None = None):
+def _run_pipeline(data_dir: str, paths, *extra: str, serving_base: str | None = None):
     return run_cli(
         "lenet_keras.pipeline", "--data_dir", data_dir, "--pipeline_root", paths.root,
-        "--serving_base", serving_base or paths.serving, "--epochs", "1", "--max_trials", "2",
-        "--tuner", "random", timeout=900,
+        "--serving_base", serving_base or paths.serving, "--epochs", EPOCHS, "--max_trials", "1",
+        "--tuner", "random", *extra, timeout=900,
     )
 
 
@@ -57,18 +65,33 @@ def _nodes(paths, run: int) -> dict:
 
 
 def _versions(paths) -> dict:
-    return {model: sorted(os.listdir(os.path.join(paths.serving, model))) for model in MODELS}
+    folders = {model: os.path.join(paths.serving, model) for model in MODELS}
+    return {model: sorted(os.listdir(f)) if os.path.isdir(f) else [] for model, f in folders.items()}
 
 
-def _uri(execution, key: str) -> str:
+def _artifact(execution, key: str):
     (artifact,) = execution.outputs[key]
-    return artifact.uri
+    return artifact
 
 
-def _pushed(execution) -> str:
-    from lenet_keras.tfx_components import executions
+def _metrics(execution, exp: str) -> dict:
+    with open(os.path.join(_artifact(execution, "model_run").uri, exp, "metrics.json")) as f:
+        return json.load(f)
 
-    return executions.pushed_to(execution)
+
+def _summary(proc, model: str) -> str:
+    (line,) = [line for line in proc.stdout.splitlines() if line.startswith(f"{model}: ")]
+    return line
+
+
+@pytest.fixture(scope="module")
+def learnable_data_dir(tmp_path_factory) -> str:
+    from lenet_keras.data import synthetic
+
+    path = str(tmp_path_factory.mktemp("tfds_learnable"))
+    for name, (train, test) in SIZES.items():
+        synthetic.prepare(name, path, train=train, test=test)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -79,62 +102,86 @@ def paths(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def first_run(data_dir, paths):
-    proc = _run_pipeline(data_dir, paths)
+def first_run(learnable_data_dir, paths):
+    proc = _run_pipeline(learnable_data_dir, paths)
     assert proc.returncode == 0, proc.stderr[-5000:]
+    proc.versions = _versions(paths)
     return proc
 
 
 @pytest.fixture(scope="module")
-def second_run(first_run, data_dir, paths):
-    """The same command again, nothing changed; ``versions_before`` is what the first pushed."""
-    versions_before = _versions(paths)
-    proc = _run_pipeline(data_dir, paths)
+def refusing_run(first_run, learnable_data_dir, paths):
+    """Only a threshold changed, and the runner: Beam's, with its arguments passed through."""
+    proc = _run_pipeline(learnable_data_dir, paths, "--runner", "beam", "--min_accuracy", "0.999",
+                         "--beam_pipeline_args", "--direct_running_mode=in_memory "
+                         "--direct_num_workers=1")
     assert proc.returncode == 0, proc.stderr[-5000:]
-    proc.versions_before = versions_before
     return proc
 
 
 @requires_tfx
-def test_every_component_completes_and_both_models_are_pushed(first_run, paths):
+def test_first_run_blesses_and_pushes_both_models(first_run, paths):
     nodes = _nodes(paths, 0)
     assert {node: nodes[node].state for node in NODES} == dict.fromkeys(NODES, "COMPLETE")
-    versions = _versions(paths)
-    for model, pusher in MODELS.items():
-        (version,) = versions[model]  # TF Serving's layout: <base>/<model>/<integer version>/
+    for model, exp in MODELS.items():
+        (version,) = first_run.versions[model]  # TF Serving's layout: <base>/<model>/<version>/
         folder = os.path.join(paths.serving, model, version)
         assert version.isdigit() and os.path.isfile(os.path.join(folder, "saved_model.pb"))
-        assert f"{model}: pushed to {folder}" in first_run.stdout
-        assert os.path.samefile(folder, _pushed(nodes[pusher]))
+        line = _summary(first_run, model)
+        assert line.startswith(f"{model}: blessed (accuracy ")
+        assert "floor 0.2; no baseline yet" in line and line.endswith(f"pushed to {folder}")
+        assert ("top-5" in line) == (exp == "tuned")  # top-5 for CIFAR-100 only
+
+
+@requires_tfx
+@pytest.mark.parametrize("exp", sorted(MODELS.values()))
+def test_evaluator_scores_the_test_split_as_the_trainer_did(first_run, paths, exp):
+    """TFMA through the tf_example signature computes the Keras model's own test accuracy."""
+    import experiments
+    from lenet_keras.tfx_components import evaluation
+
+    nodes = _nodes(paths, 0)
+    metrics = _metrics(nodes[f"{exp}_trainer"], exp)
+    verdict = evaluation.read_verdict(_artifact(nodes[f"{exp}_evaluator"], "evaluation").uri, True)
+    assert metrics["test_examples"] == SIZES[experiments.get_config(exp).dataset][1]
+    assert verdict.accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert verdict.accuracy >= 0.2 and verdict.change is None
+    if exp == "tuned":
+        assert verdict.top5_accuracy == pytest.approx(metrics["test_top5_accuracy"], abs=1e-6)
 
 
 @requires_tfx
 @pytest.mark.parametrize("model", sorted(MODELS))
-def test_pushed_model_serves_the_contract(first_run, paths, model):
+def test_pushed_model_serves_both_signatures_alike(first_run, paths, model):
     import tensorflow as tf
 
     from lenet_keras.data import synthetic
 
     names = synthetic.CIFAR100_FINE if model == "lenet_tuned" else synthetic.STL10_CLASSES
-    (version,) = _versions(paths)[model]
-    serve = tf.saved_model.load(os.path.join(paths.serving, model, version)).signatures[
-        "serving_default"]
+    (version,) = first_run.versions[model]
+    loaded = tf.saved_model.load(os.path.join(paths.serving, model, version))
     rng = np.random.default_rng(0)
     for height, width in ((32, 32), (57, 90)):
-        images = tf.constant(rng.integers(0, 256, (2, height, width, 3)), tf.uint8)
-        out = serve(images=images)
-        assert out["probabilities"].dtype == tf.float32
+        images = rng.integers(0, 256, (2, height, width, 3)).astype(np.uint8)
+        out = loaded.signatures["serving_default"](images=tf.constant(images))
         assert out["probabilities"].shape == (2, len(names))
-        np.testing.assert_allclose(out["probabilities"].numpy().sum(axis=1), 1.0, atol=1e-4)
         served = [name.decode() for name in out["class_names"].numpy()]
         assert served == [names[i] for i in out["class_ids"].numpy()]
+        examples = [tf.train.Example(features=tf.train.Features(feature={
+            "image": tf.train.Feature(bytes_list=tf.train.BytesList(
+                value=[tf.io.encode_png(image).numpy()]))})).SerializeToString()
+            for image in images]
+        by_example = loaded.signatures["tf_example"](examples=tf.constant(examples))
+        np.testing.assert_allclose(by_example["probabilities"].numpy(),
+                                   out["probabilities"].numpy(), rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(by_example["class_names"].numpy(), out["class_names"].numpy())
 
 
 @requires_tfx
 def test_transfer_model_trains_only_its_head(first_run, paths):
     from lenet_keras import models
 
-    (version,) = _versions(paths)["lenet_transfer"]
+    (version,) = first_run.versions["lenet_transfer"]
     model = models.load_classifier(
         os.path.join(paths.serving, "lenet_transfer", version, "assets.extra", "model.keras"))
     assert [layer.name for layer in model.layers if layer.trainable_weights] == [model.layers[-1].name]
@@ -142,54 +189,64 @@ def test_transfer_model_trains_only_its_head(first_run, paths):
 
 
 @requires_tfx
-def test_trainers_read_the_cli_splits_and_the_tuned_one_the_best_hyperparameters(first_run, paths):
+def test_tuned_trainer_trains_the_best_hyperparameters_on_the_cli_splits(first_run, paths):
     from lenet_keras.search import space
 
     nodes = _nodes(paths, 0)
-    with open(os.path.join(_uri(nodes["Tuner"], "best_hyperparameters"),
+    with open(os.path.join(_artifact(nodes["Tuner"], "best_hyperparameters").uri,
                            "best_hyperparameters.txt")) as f:
         best = space.config_overrides(json.load(f))
-    for exp in ("tuned", "transfer"):
-        with open(os.path.join(_uri(nodes[f"{exp}_trainer"], "model_run"), exp, "metrics.json")) as f:
-            metrics = json.load(f)
-        sizes = {split: metrics[f"{split}_examples"] for split in SPLIT_SIZES}
-        assert sizes == SPLIT_SIZES, exp
-        if exp == "tuned":
-            config = metrics["config"]
-            trained = {name: tuple(config[name]) if name == "hidden_units" else config[name]
-                       for name in best}
-            assert trained.pop("learning_rate") == pytest.approx(best.pop("learning_rate"))
-            assert trained == best
+    metrics = _metrics(nodes["tuned_trainer"], "tuned")
+    train = SIZES["cifar100"][0]
+    assert (metrics["train_examples"], metrics["val_examples"]) == (train * 9 // 10, train // 10)
+    config = metrics["config"]
+    trained = {name: tuple(config[name]) if name == "hidden_units" else config[name] for name in best}
+    assert trained.pop("learning_rate") == pytest.approx(best.pop("learning_rate"))
+    assert trained == best
 
 
 @requires_tfx
-def test_the_search_outlives_the_tuners_working_dir(first_run, paths):
-    """TFX deletes the Tuner's working_dir; keras-tuner's project must stay, so a failed or killed
-    Tuner resumes its finished trials."""
-    (project,) = glob.glob(os.path.join(paths.root, "tuning", "*", "lenet5"))
-    assert os.path.isfile(os.path.join(project, "oracle.json"))
-    assert len(glob.glob(os.path.join(project, "trial_*"))) == 2  # --max_trials 2
-
-
-@requires_tfx
-def test_rerun_with_nothing_changed_is_served_from_the_cache(second_run, paths):
+def test_a_threshold_rerun_reevaluates_only_and_refuses_both(first_run, refusing_run, paths):
     nodes = _nodes(paths, 1)
-    assert {node: nodes[node].state for node in NODES} == dict.fromkeys(NODES, "CACHED")
-    assert _versions(paths) == second_run.versions_before  # no new version pushed
-    assert second_run.stdout.count("(unchanged, from TFX's cache)") == 2
+    assert {node: nodes[node].state for node in NODES} == {
+        **dict.fromkeys(TRAINED, "CACHED"), **dict.fromkeys(EVALUATED, "COMPLETE")}
+    assert _versions(paths) == first_run.versions  # nothing pushed
+    for model, exp in MODELS.items():
+        line = _summary(refusing_run, model)
+        assert line.startswith(f"{model}: NOT blessed (accuracy ")
+        assert "< floor 0.999; +0.0000 vs its last blessed model (allowed -0.01)" in line
+        assert line.endswith("not pushed (its serving folder is unchanged)")
+        assert not nodes[f"{exp}_pusher"].outputs["pushed_model"][0].custom_properties[
+            "pushed"].int_value
 
 
 @requires_tfx
-def test_a_failed_component_is_one_line_and_keeps_the_pushed_models(second_run, data_dir, paths):
+def test_each_baseline_is_the_last_blessed_model_of_its_own_trainer(refusing_run, paths):
+    """Run 1 blessed the tuned model, then the transfer model (the newer): a baseline not filtered
+    by producer would give the tuned Evaluator the transfer model."""
+    first, second = _nodes(paths, 0), _nodes(paths, 1)
+    models = {exp: _artifact(first[f"{exp}_trainer"], "model").id for exp in MODELS.values()}
+    assert models["transfer"] > models["tuned"]
+    for exp in MODELS.values():
+        blessings = [_artifact(run[f"{exp}_evaluator"], "blessing").custom_properties
+                     for run in (first, second)]
+        assert "baseline_model_id" not in blessings[0]  # nothing blessed before run 1
+        assert blessings[1]["baseline_model_id"].int_value == models[exp]
+
+
+@requires_tfx
+def test_a_failed_component_is_one_line_and_keeps_the_pushed_models(
+        refusing_run, learnable_data_dir, paths):
     blocker = os.path.join(paths.base, "not_a_folder")
     with open(blocker, "w") as f:
         f.write("a file where the serving base would go\n")
-    proc = _run_pipeline(data_dir, paths, serving_base=os.path.join(blocker, "serving"))
+    before = _versions(paths)
+    proc = _run_pipeline(learnable_data_dir, paths, serving_base=os.path.join(blocker, "serving"))
     last = assert_one_line_error(proc, "TFX component tuned_pusher failed:", "not_a_folder")
-    assert len(last) < 500, last
+    assert proc.returncode == 2 and len(last) < 500, last
     nodes = _nodes(paths, 2)
     assert nodes["tuned_trainer"].state == "CACHED" and nodes["tuned_pusher"].state == "FAILED"
-    assert _versions(paths) == second_run.versions_before
+    assert _versions(paths) == before
 
 
 @requires_tfx

@@ -1,17 +1,23 @@
 """The TFX pipeline: the study's tuned and transfer experiments as TFX components.
 
-    cifar100_examples (ImportExampleGen) -> Tuner -> tuned_trainer -> tuned_pusher
-    stl10_examples (ImportExampleGen) ----------------> transfer_trainer -> transfer_pusher
-                                        (base_model: tuned_trainer's model)
+    cifar100_examples -> Tuner -> tuned_trainer ----> tuned_evaluator ----> tuned_pusher
+                                       |        tuned_baseline ^
+    stl10_examples --------------> transfer_trainer -> transfer_evaluator -> transfer_pusher
+                   (base_model: tuned_trainer's model)  transfer_baseline ^
 
-Each ImportExampleGen reads the ``train/ eval/ test/`` folder ``examples.export`` cut from the
-prepared TFDS data set exactly as the training CLI splits it. The Tuner searches on train and
-validates on eval; the Trainers validate (and pick their checkpoint) on eval and read test only for
-the final evaluation. The modules are named by dotted paths (``experiments.tuned.run_fn``), so they
-run as the installed package, not as a ``module_file`` TFX would repackage as flat modules. TFX's
-cache key then holds only the names, so every module's ``custom_config`` carries ``code_version``,
-a digest of the package's sources: changed code reruns the components, unchanged code is cached.
-``LocalDagRunner`` runs the components in this process, one after another; ML Metadata is SQLite.
+Local runs: each ImportExampleGen reads the ``train/ eval/ test/`` folder ``examples.export`` cut
+from the prepared TFDS data set exactly as the training CLI splits it. Remote runs
+(``examples_folders=None``: Kubeflow V2) cut inside the pipeline instead
+(``tfds_example_gen.TfdsExampleGen``), so the compiled job is complete and reads nothing on the
+compiling machine. The Tuner searches on train and validates on eval; the Trainers validate (and
+pick their checkpoint) on eval and read test only for the final evaluation; each Evaluator scores
+its Trainer's model on test (docs/tfx.md says why), against a floor and against its baseline, the
+last model of *the same trainer* its Evaluator blessed (a Resolver over the channels of that
+trainer and that evaluator only). A Pusher pushes only a blessed model. The modules are named by
+dotted paths (``experiments.tuned.run_fn``), so they run as the installed package, not as a
+``module_file`` TFX would repackage as flat modules. TFX's cache key then holds only the names, so
+every module's ``custom_config`` carries ``code_version``, a digest of the package's sources:
+changed code reruns the components, unchanged code is cached.
 """
 
 from __future__ import annotations
@@ -19,23 +25,28 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Sequence
 
 from tfx import v1 as tfx
 
 import experiments
 import lenet_keras
 from lenet_keras.data import tfds_source
-from lenet_keras.errors import UserError, first_line
-from lenet_keras.tfx_components import examples, executions
+from lenet_keras.tfx_components import evaluation, examples
 
 PIPELINE_NAME = "lenet_keras"
+REMOTE_PIPELINE_NAME = "lenet-keras"  # Kubeflow's names allow no underscore
 # The experiments the pipeline trains, in order: transfer starts from tuned's model.
 TUNED, TRANSFER = "tuned", "transfer"
 MODEL_NAMES = {TUNED: "lenet_tuned", TRANSFER: "lenet_transfer"}  # TF Serving's model names
 PUSHERS = {f"{TUNED}_pusher": MODEL_NAMES[TUNED], f"{TRANSFER}_pusher": MODEL_NAMES[TRANSFER]}
+EVALUATORS = {f"{TUNED}_pusher": f"{TUNED}_evaluator", f"{TRANSFER}_pusher": f"{TRANSFER}_evaluator"}
+# Each Resolver of a baseline -> the Evaluator whose blessings it may read.
+BASELINES = {f"{exp}_baseline": f"{exp}_evaluator" for exp in (TUNED, TRANSFER)}
+TOP5_DATASETS = ("cifar100",)
 METADATA_FILE = "metadata.sqlite"
-# ImportExampleGen's Beam job: one in-process worker; the data is small and the machine may be too.
+# The components' Beam jobs (ExampleGen, Evaluator) unless --beam_pipeline_args says otherwise: one
+# in-process worker; the data is small and the machine may be too.
 BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
 
@@ -69,33 +80,74 @@ def export_examples(data_dir: Optional[str], pipeline_root: str) -> Dict[str, st
             for name, config in configs.items()}
 
 
-def _example_gen(dataset: str, folder: str):
-    split = tfx.proto.Input.Split
-    return tfx.components.ImportExampleGen(
-        input_base=folder,
-        input_config=tfx.proto.Input(splits=[split(name=name, pattern=f"{name}/*")
-                                             for name in examples.SPLIT_FIELDS]),
-    ).with_id(f"{dataset}_examples")
+def is_remote(path: str) -> bool:
+    """A URI of another filesystem (``gs://...``), which only a remote run may be given."""
+    return "://" in path
 
 
-def _tune_dir(pipeline_root: str, tuner_config: Mapping, examples_folder: str) -> str:
+def _local_or_remote(path: str) -> str:
+    return path if is_remote(path) else os.path.abspath(path)
+
+
+def _example_gen(experiment: str, examples_folders: Optional[Mapping[str, str]], data_dir: str):
+    config = experiments.get_config(experiment)
+    if examples_folders is None:  # remote: the cut is a step of the pipeline
+        from lenet_keras.tfx_components.tfds_example_gen import TfdsExampleGen
+
+        component = TfdsExampleGen(
+            dataset=config.dataset, data_dir=data_dir, code_version=code_version(),
+            splits=json.dumps(examples.split_instructions(config)))
+    else:
+        split = tfx.proto.Input.Split
+        component = tfx.components.ImportExampleGen(
+            input_base=examples_folders[experiment],
+            input_config=tfx.proto.Input(splits=[split(name=name, pattern=f"{name}/*")
+                                                 for name in examples.SPLIT_FIELDS]),
+        )
+    return component.with_id(f"{config.dataset}_examples")
+
+
+def _tune_dir(pipeline_root: str, tuner_config: Mapping, examples_source: str) -> str:
     """keras-tuner's project outside the Tuner's working_dir (which TFX deletes), so a failed
     Tuner resumes its trials; named by the search's inputs, so a changed search starts anew."""
-    key = json.dumps({"config": dict(tuner_config), "examples": examples_folder}, sort_keys=True)
-    return os.path.join(pipeline_root, "tuning", hashlib.sha256(key.encode()).hexdigest()[:12])
+    key = json.dumps({"config": dict(tuner_config), "examples": examples_source}, sort_keys=True)
+    return f"{pipeline_root.rstrip('/')}/tuning/{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
-def _pusher(trainer, serving_base: str, experiment: str):
-    return tfx.components.Pusher(
+def _evaluated_pusher(experiment: str, trainer, examples_gen, serving_base: str,
+                      min_accuracy: float, max_accuracy_drop: float) -> list:
+    """The Resolver of ``trainer``'s baseline, the Evaluator, and the Pusher it gates."""
+    evaluator_id = f"{experiment}_evaluator"
+    # The last model of this trainer that this trainer's Evaluator blessed: Channels filtered by
+    # producer, so the transfer model is never compared with the tuned one.
+    baseline = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model,
+                              producer_component_id=trainer.id, output_key="model"),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
+                                       producer_component_id=evaluator_id, output_key="blessing"),
+    ).with_id(f"{experiment}_baseline")
+    evaluator = tfx.components.Evaluator(
+        examples=examples_gen.outputs["examples"],
         model=trainer.outputs["model"],
+        baseline_model=baseline.outputs["model"],
+        example_splits=[evaluation.EVAL_SPLIT],
+        eval_config=evaluation.eval_config(
+            min_accuracy, max_accuracy_drop,
+            with_top5=experiments.get_config(experiment).dataset in TOP5_DATASETS),
+    ).with_id(evaluator_id)
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=os.path.join(serving_base, MODEL_NAMES[experiment]))),
+                base_directory=f"{serving_base.rstrip('/')}/{MODEL_NAMES[experiment]}")),
     ).with_id(f"{experiment}_pusher")
+    return [baseline, evaluator, pusher]
 
 
 def create_pipeline(
-    examples_folders: Mapping[str, str],
+    examples_folders: Optional[Mapping[str, str]],
     data_dir: str,
     pipeline_root: str,
     serving_base: str,
@@ -105,26 +157,32 @@ def create_pipeline(
     max_trials: Optional[int] = None,
     tuner: str = "hyperband",
     precision: str = "float32",
+    min_accuracy: float = evaluation.DEFAULT_MIN_ACCURACY,
+    max_accuracy_drop: float = evaluation.DEFAULT_MAX_ACCURACY_DROP,
+    beam_pipeline_args: Optional[Sequence[str]] = None,
 ) -> tfx.dsl.Pipeline:
     """The pipeline over ``examples_folders`` (``export_examples``'s answer); cache enabled.
 
-    ``data_dir`` is the TFDS data dir the examples came from (the modules read class names there);
-    ``epochs`` caps the Tuner's and every Trainer's epochs; ML Metadata goes to ``metadata_path``
-    (default ``<pipeline_root>/metadata.sqlite``).
+    ``examples_folders=None`` makes the remote pipeline: the TFDS cut is its first step, and no
+    path is made absolute or read here (they are ``gs://`` URIs, and ML Metadata is the
+    orchestrator's). ``data_dir`` is the TFDS data dir the examples come from (the modules read
+    class names there); ``epochs`` caps the Tuner's and every Trainer's epochs; ML Metadata goes to
+    ``metadata_path`` (default ``<pipeline_root>/metadata.sqlite``) for a local run.
     """
-    pipeline_root, serving_base = os.path.abspath(pipeline_root), os.path.abspath(serving_base)
-    common = {"data_dir": os.path.abspath(data_dir), "precision": precision,
-              "code_version": code_version()}
+    remote = examples_folders is None
+    pipeline_root, serving_base, data_dir = (
+        _local_or_remote(path) for path in (pipeline_root, serving_base, data_dir))
+    common = {"data_dir": data_dir, "precision": precision, "code_version": code_version()}
     if epochs is not None:
         common["epochs"] = epochs
     tuner_config = {**common, "tuner": tuner}
     if max_trials is not None:
         tuner_config["max_trials"] = max_trials
-    tuner_config["tune_dir"] = _tune_dir(pipeline_root, tuner_config, examples_folders[TUNED])
+    tuner_config["tune_dir"] = _tune_dir(
+        pipeline_root, tuner_config, data_dir if remote else examples_folders[TUNED])
 
-    tuned_examples = _example_gen(experiments.get_config(TUNED).dataset, examples_folders[TUNED])
-    transfer_examples = _example_gen(experiments.get_config(TRANSFER).dataset,
-                                     examples_folders[TRANSFER])
+    tuned_examples = _example_gen(TUNED, examples_folders, data_dir)
+    transfer_examples = _example_gen(TRANSFER, examples_folders, data_dir)
     search = tfx.components.Tuner(
         examples=tuned_examples.outputs["examples"],
         tuner_fn="experiments.tuned.tuner_fn",
@@ -148,45 +206,18 @@ def create_pipeline(
         eval_args=tfx.proto.EvalArgs(splits=["eval", "test"]),
         custom_config=common,
     ).with_id(f"{TRANSFER}_trainer")
+    thresholds = (min_accuracy, max_accuracy_drop)
     return tfx.dsl.Pipeline(
-        pipeline_name=PIPELINE_NAME,
+        pipeline_name=REMOTE_PIPELINE_NAME if remote else PIPELINE_NAME,
         pipeline_root=pipeline_root,
         components=[tuned_examples, transfer_examples, search, tuned_trainer, transfer_trainer,
-                    _pusher(tuned_trainer, serving_base, TUNED),
-                    _pusher(transfer_trainer, serving_base, TRANSFER)],
+                    *_evaluated_pusher(TUNED, tuned_trainer, tuned_examples, serving_base,
+                                       *thresholds),
+                    *_evaluated_pusher(TRANSFER, transfer_trainer, transfer_examples, serving_base,
+                                       *thresholds)],
         enable_cache=True,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+        metadata_connection_config=None if remote else
+        tfx.orchestration.metadata.sqlite_metadata_connection_config(
             metadata_path or default_metadata_path(pipeline_root)),
-        beam_pipeline_args=BEAM_ARGS,
+        beam_pipeline_args=list(BEAM_ARGS if beam_pipeline_args is None else beam_pipeline_args),
     )
-
-
-class ComponentFailed(UserError):
-    """A component raised: the message names it and gives the reason's first line."""
-
-
-def _failure(exc: Exception, node_ids, store, earlier_runs) -> ComponentFailed:
-    new_runs = sorted(set(executions.run_ids(store)) - earlier_runs)
-    found = executions.node_executions(store, new_runs[-1], PIPELINE_NAME) if new_runs else {}
-    reason = first_line(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {first_line(exc)}"
-    return ComponentFailed(
-        f"TFX component {executions.stopped_at(node_ids, found)} failed: {reason} (finished "
-        "components are reused when the command runs again; --library_logs shows TFX's log)")
-
-
-def run_pipeline(pipeline: tfx.dsl.Pipeline, metadata_path: str) -> Dict[str, executions.NodeExecution]:
-    """Runs ``pipeline`` with ``LocalDagRunner``; returns each node's execution in this run.
-
-    A failure becomes ComponentFailed naming the component it stopped at (read from ML Metadata),
-    with the original exception as its ``__cause__``.
-    """
-    os.makedirs(os.path.dirname(os.path.abspath(metadata_path)), exist_ok=True)
-    store = executions.connect(metadata_path)
-    earlier_runs = set(executions.run_ids(store))
-    try:
-        tfx.orchestration.LocalDagRunner().run(pipeline)
-    except Exception as exc:
-        node_ids = [component.id for component in pipeline.components]
-        raise _failure(exc, node_ids, store, earlier_runs) from exc
-    run_id = max(set(executions.run_ids(store)) - earlier_runs)
-    return executions.node_executions(store, run_id, PIPELINE_NAME)

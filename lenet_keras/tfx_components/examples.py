@@ -85,10 +85,10 @@ def _digest(builder, file_instructions: Mapping[str, list]) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
-def _copy_records(instructions: List, path: str) -> int:
+def _copy_records(instructions: List, path: str, compression: str = "") -> int:
     """Writes the records ``instructions`` select (TFDS's FileInstructions) into the file ``path``."""
     count = 0
-    with tf.io.TFRecordWriter(path) as writer:
+    with tf.io.TFRecordWriter(path, options=compression or None) as writer:
         for fi in instructions:
             records = tf.data.TFRecordDataset(fi.filename).skip(fi.skip).take(fi.take)
             for batch in records.batch(_READ_BATCH):
@@ -138,3 +138,23 @@ def export(name: str, data_dir: str, examples_root: str, instructions: Mapping[s
             raise UserError(f"exporting {name} into {examples_root} failed ({exc.strerror}): free "
                             "some space or choose another --pipeline_root") from None
     return folder
+
+
+def write_splits(name: str, data_dir: str, instructions: Mapping[str, str], uri: str) -> Dict[str, int]:
+    """ExampleGen's own output layout, ``<uri>/Split-<split>/data_tfrecord-00000-of-00001.gz``,
+    filled with the records of each of ``instructions`` (ExampleGen split -> TFDS split
+    instruction); returns each split's example count.
+
+    The in-pipeline cut of remote runs (``tfds_example_gen``): ``data_dir`` and ``uri`` may be any
+    filesystem TensorFlow reads (``gs://``), so nothing here asks the local one.
+    """
+    builder = prepared_builder(name, data_dir)
+    counts = {}
+    for split, selected in _file_instructions(builder, instructions).items():
+        folder = f"{uri.rstrip('/')}/Split-{split}"
+        tf.io.gfile.makedirs(folder)
+        counts[split] = _copy_records(selected, f"{folder}/data_tfrecord-00000-of-00001.gz", "GZIP")
+        if counts[split] == 0:
+            raise UserError(f"{name} in {data_dir} has no examples in {split} "
+                            f"({instructions[split]}): prepare more examples")
+    return counts

@@ -18,15 +18,17 @@ from ml_metadata.proto import metadata_store_pb2
 # The states of an execution that produced (or reused) its outputs.
 SUCCEEDED = ("COMPLETE", "CACHED")
 PUSHED_MODEL = "pushed_model"  # the Pusher's output key
+BLESSING = "blessing"  # the Evaluator's output key
 
 
 @dataclasses.dataclass(frozen=True)
 class NodeExecution:
-    """A node's execution in one run: its ML Metadata state and its output artifacts by key."""
+    """A node's execution in one run: its ML Metadata state, its input and output artifacts by key."""
 
     node_id: str
     state: str
     outputs: Dict[str, List[metadata_store_pb2.Artifact]]
+    inputs: Dict[str, List[metadata_store_pb2.Artifact]] = dataclasses.field(default_factory=dict)
 
 
 def connect(metadata_path: str) -> mlmd.MetadataStore:
@@ -49,9 +51,9 @@ def _node_id(store, execution_id: int, pipeline_name: str) -> Optional[str]:
     return None
 
 
-def _outputs(store, execution_id: int) -> Dict[str, List[metadata_store_pb2.Artifact]]:
+def _artifacts(store, execution_id: int, kind) -> Dict[str, List[metadata_store_pb2.Artifact]]:
     events = [event for event in store.get_events_by_execution_ids([execution_id])
-              if event.type == metadata_store_pb2.Event.OUTPUT]
+              if event.type == kind]
     artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
     outputs: Dict[str, List[metadata_store_pb2.Artifact]] = {}
     for event in events:
@@ -67,8 +69,10 @@ def node_executions(store: mlmd.MetadataStore, run_id: int,
     for execution in sorted(store.get_executions_by_context(run_id), key=lambda e: e.id):
         node_id = _node_id(store, execution.id, pipeline_name)
         if node_id is not None:
-            found[node_id] = NodeExecution(node_id, state_name(execution.last_known_state),
-                                           _outputs(store, execution.id))
+            found[node_id] = NodeExecution(
+                node_id, state_name(execution.last_known_state),
+                _artifacts(store, execution.id, metadata_store_pb2.Event.OUTPUT),
+                _artifacts(store, execution.id, metadata_store_pb2.Event.INPUT))
     return found
 
 
@@ -89,3 +93,12 @@ def pushed_to(execution: NodeExecution) -> Optional[str]:
         if "pushed" in properties and properties["pushed"].int_value == 1:
             return properties["pushed_destination"].string_value
     return None
+
+
+def blessed(execution: NodeExecution) -> bool:
+    """Whether an Evaluator's execution blessed its model (its ``blessing`` says ``blessed``: 1)."""
+    for artifact in execution.outputs.get(BLESSING, []):
+        properties = artifact.custom_properties
+        if "blessed" in properties and properties["blessed"].int_value == 1:
+            return True
+    return False
