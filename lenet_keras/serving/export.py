@@ -39,7 +39,6 @@ def write_saved_model(model, class_names: Sequence[str], folder: str) -> None:
     """
     if os.path.isdir(folder) and not os.listdir(folder):
         os.rmdir(folder)
-    parent = os.path.dirname(os.path.abspath(folder))
     try:
         with atomic.new_folder(folder, prefix=f".export-{os.path.basename(folder)}-") as staging:
             build_archive(model, class_names, models.image_size_of(model)).write_out(
@@ -48,11 +47,16 @@ def write_saved_model(model, class_names: Sequence[str], folder: str) -> None:
             os.makedirs(os.path.dirname(keras_copy), exist_ok=True)
             model.save(keras_copy)
     except OSError as exc:
-        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and os.path.isdir(folder):
-            raise UserError(f"cannot create {folder} ({exc.strerror}): another export may have "
-                            "written it meanwhile; run again to get the next version") from None
-        raise UserError(f"writing the SavedModel under {parent} failed ({exc.strerror}): "
-                        "free some space or choose another --export_base") from None
+        raise version_write_error(folder, exc) from None
+
+
+def version_write_error(folder: str, exc: OSError) -> UserError:
+    """What a failed write of the new version ``folder`` (SavedModel or LiteRT) tells the user."""
+    if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and os.path.isdir(folder):
+        return UserError(f"cannot create {folder} ({exc.strerror}): another export may have "
+                         "written it meanwhile; run again to get the next version")
+    return UserError(f"writing {exc.filename or folder} failed ({exc.strerror}): free some space "
+                     "or choose another --export_base")
 
 
 def export_model(model, class_names: Sequence[str], export_base: str, model_name: str,

@@ -16,7 +16,6 @@ interrupted or refused export leaves no version folder.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import os
 from typing import List, Optional, Sequence, Tuple
@@ -26,7 +25,12 @@ import numpy as np
 from lenet_keras.config import ExperimentConfig
 from lenet_keras.errors import UserError
 from lenet_keras.serving import litert
-from lenet_keras.serving.export import load_trained, new_version_folder, trained_model_path
+from lenet_keras.serving.export import (
+    load_trained,
+    new_version_folder,
+    trained_model_path,
+    version_write_error,
+)
 from lenet_keras.training import atomic
 from lenet_keras.training.artifacts import CONFIG_FILE
 
@@ -104,11 +108,7 @@ def export_litert(model, class_names: Sequence[str], export_base: str, model_nam
             for name in os.listdir(staging):
                 atomic.fsync_path(os.path.join(staging, name))
     except OSError as exc:
-        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and os.path.isdir(final):
-            raise UserError(f"cannot create {final} ({exc.strerror}): another export may have "
-                            "written it meanwhile; run again to get the next version") from None
-        raise UserError(f"writing {final} failed ({exc.strerror}): free some space or choose "
-                        "another --export_base") from None
+        raise version_write_error(final, exc) from None
     return final, parity
 
 
