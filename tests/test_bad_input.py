@@ -36,6 +36,7 @@ def _snapshot(folder) -> dict:
 
 # --- flags: absl's own parse errors and values TensorFlow would be the first to see -------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module,args,needle", [
     ("lenet_keras.train", ["--epochs=abc"], "--epochs"),
     ("lenet_keras.train", ["--no_such_flag"], "no_such_flag"),
@@ -63,6 +64,7 @@ def test_flag_mistakes_are_one_line_before_tensorflow_starts(module, args, needl
     assert time.monotonic() - started < 20
 
 
+@pytest.mark.slow
 def test_a_file_where_the_model_dir_belongs(tmp_path):
     a_file = tmp_path / "results"
     a_file.write_text("keep me")
@@ -107,6 +109,7 @@ def test_an_unexpected_write_failure_is_one_line_but_a_bug_keeps_its_traceback()
             raise ZeroDivisionError("a programming error")
 
 
+@pytest.mark.slow
 def test_hparams_of_the_wrong_types_name_what_is_wrong(tmp_path):
     path = tmp_path / "best.json"
     path.write_text(json.dumps({"values": {
@@ -121,6 +124,7 @@ def test_hparams_of_the_wrong_types_name_what_is_wrong(tmp_path):
 
 # --- what a library prints is never hidden ------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_native_crash_while_tensorflow_imports_still_shows_its_last_words(tmp_path):
     stub = tmp_path / "stub" / "tensorflow"
     stub.mkdir(parents=True)
