@@ -17,6 +17,7 @@ import string
 
 import pytest
 from absl import flags
+from absl import logging as absl_logging
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -100,6 +101,8 @@ def workspace(tmp_path_factory) -> str:
 def _answer(args) -> tuple:
     """(exit code or None for "would run", what it printed on stderr), in this process."""
     stderr = io.StringIO()
+    # Parsing and unparsing flags resets absl's logger level; later tests in this process log at INFO.
+    level = absl_logging.get_absl_logger().level
     try:
         with contextlib.redirect_stderr(stderr):
             try:
@@ -111,6 +114,7 @@ def _answer(args) -> tuple:
                 return exc.code, stderr.getvalue()
     finally:
         FLAGS.unparse_flags()
+        absl_logging.get_absl_logger().setLevel(level)
 
 
 def test_the_answer_reads_back_a_known_mistake(workspace):

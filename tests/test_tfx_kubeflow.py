@@ -173,8 +173,8 @@ def test_kubeflow_v2_flags_are_checked_before_anything_runs(tmp_path, flags, nee
     (["--runner", "beam", "--pipeline_root", "gs://bucket/tfx"],
      ["--runner beam cuts the data", "--pipeline_root gs://bucket/tfx must be local"]),
     (["--beam_pipeline_args", "--runner='FlinkRunner"], ["is not one command-line string"]),
-    (["--min_accuracy", "1.5"], ["--min_accuracy", "from 0 to 1, got 1.5"]),
-    (["--max_accuracy_drop", "-0.1"], ["--max_accuracy_drop", "got -0.1"]),
+    (["--min_accuracy", "1.5"], ["--min_accuracy=1.5", "from 0 to 1"]),
+    (["--max_accuracy_drop", "-0.1"], ["--max_accuracy_drop=-0.1", "from 0 to 1"]),
 ])
 def test_local_run_flags_are_checked_before_anything_runs(tmp_path, args, needles):
     proc = run_cli("lenet_keras.pipeline", "--data_dir", str(tmp_path), *args)

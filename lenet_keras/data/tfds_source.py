@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from google.protobuf import json_format
 from tensorflow_datasets.core.download.download_manager import (  # a wrong manual download
     NonMatchingChecksumError as _NonMatchingChecksumError,
 )
@@ -37,7 +38,7 @@ def builder_of(name: str, data_dir: str):
         return tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
         raise UserError(f"unknown TFDS dataset {name!r}: see tfds.list_builders()") from None
-    except (OSError, ValueError, tf.errors.OpError) as exc:
+    except (OSError, ValueError, tf.errors.OpError, json_format.ParseError) as exc:
         # Damaged files, or files of another TFDS version: moving them aside loses nothing.
         raise UserError(
             f"cannot read the prepared {name} in {data_dir} ({first_line(exc)}): if another "
