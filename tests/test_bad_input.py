@@ -38,20 +38,14 @@ def _snapshot(folder) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("module,args,needle", [
-    ("lenet_keras.train", ["--epochs=abc"], "--epochs"),
-    ("lenet_keras.train", ["--no_such_flag"], "no_such_flag"),
-    ("lenet_keras.train", ["--exp", "vanila"], "--exp"),
-    ("lenet_keras.train", ["--seed", "-1"], "--seed"),
+    # One of each mechanism, through each command's own process; tests/test_flag_properties.py
+    # generates the rest of train's in-process.
+    ("lenet_keras.train", ["--epochs=abc"], "--epochs"),  # absl's own parse error
+    ("lenet_keras.train", ["--no_such_flag"], "no_such_flag"),  # absl's own parse error
+    ("lenet_keras.train", ["--seed", "-1"], "--seed"),  # a bound
     ("lenet_keras.train", ["--batch_size", "18446744073709551616"], "--batch_size"),
-    ("lenet_keras.train", ["--learning_rate", "nan"], "--learning_rate"),
-    ("lenet_keras.train", ["--val_fraction", "1.5"], "--val_fraction"),
-    ("lenet_keras.train", ["--strategy", "gpus"], "--strategy"),
-    ("lenet_keras.train", ["--precision", "float8"], "--precision"),
-    ("lenet_keras.tune", ["--tuner", "foo"], "--tuner"),
-    ("lenet_keras.tune", ["--factor", "1"], "--factor"),
-    ("lenet_keras.tune", ["--parallel_trials", "0"], "--parallel_trials"),
-    ("lenet_keras.export", ["--exp", "all"], "--exp"),
-    ("lenet_keras.export", ["--exp", "tuned", "--model_name", "../x"], "--model_name"),
+    ("lenet_keras.tune", ["--tuner", "foo"], "--tuner"),  # an enum
+    ("lenet_keras.export", ["--exp", "tuned", "--model_name", "../x"], "--model_name"),  # a validator
     ("lenet_keras.predict", ["--top_k", "0", "a.png"], "--top_k"),
 ])
 def test_flag_mistakes_are_one_line_before_tensorflow_starts(module, args, needle):
@@ -224,7 +218,7 @@ def _interrupted_train(data_dir: str, model_dir, after_s: float):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("after_s", [0.1, 0.4, 1.0, 2.0, 4.0, 8.0])
+@pytest.mark.parametrize("after_s", [0.1, 0.6, 2.0, 6.0])
 def test_ctrl_c_at_any_instant_of_start_up_is_one_line_and_130(tmp_path, data_dir, after_s):
     """From the package's first line through TensorFlow's import into data loading and training.
 

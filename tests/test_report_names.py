@@ -20,7 +20,6 @@ from lenet_keras.reporting import document, plots
 from lenet_keras.reporting.markdown import escape
 from lenet_keras.reporting.runs import Run
 from lenet_keras.reporting.tables import confused_pairs_table
-from tests.conftest import assert_one_line_error, run_cli
 
 NASTY = ["$\\nope$", "a|b", "<script>alert(1)</script>", "x\ny", "**bold** [l](u) `c` &amp;"]
 
@@ -143,16 +142,34 @@ def test_a_failed_study_report_keeps_the_experiments_and_says_how_to_retry(
     assert sorted(os.listdir(nasty_model_dir / "transfer")) == before
 
 
-@pytest.mark.slow
-def test_train_all_whose_report_fails_keeps_the_study_and_exits_2(data_dir, tmp_path):
-    # A file where the report folder goes: the study trains, then its report cannot be written.
+def test_train_all_whose_report_fails_keeps_the_study_and_exits_2(trained_dir, data_dir, tmp_path,
+                                                                  capsys):
+    """train's own main, in this process, on a finished but unreported study (its experiments kept,
+    nothing retrained): a file where the report folder goes makes the report fail."""
+    from absl import flags
+    from absl import logging as absl_logging
+
+    from lenet_keras import cli, train
+    from lenet_keras.training.study import Study
+
     model_dir = tmp_path / "models"
-    model_dir.mkdir()
+    shutil.copytree(trained_dir, model_dir)
     (model_dir / "report").write_text("not a folder")
-    proc = run_cli("lenet_keras.train", "--exp", "all", "--epochs", "1", "--data_dir", data_dir,
-                   "--model_dir", str(model_dir))
-    assert proc.returncode == 2
-    assert_one_line_error(proc, "kept in", "python -m lenet_keras.report")
-    for exp in ("vanilla", "tuned", "transfer"):
-        assert (model_dir / exp / "metrics.json").exists()
+    before = {exp: (model_dir / exp / "metrics.json").read_bytes()
+              for exp in ("vanilla", "tuned", "transfer")}
+    level = absl_logging.get_absl_logger().level  # flags reset it; later tests log at INFO
+    try:
+        cli.parse_flags(["train", "--exp=all", "--epochs=1", f"--data_dir={data_dir}",
+                         f"--model_dir={model_dir}"])
+        Study(str(model_dir), train.resolve_configs("all")).begin()  # killed before its report
+        with pytest.raises(SystemExit) as caught:
+            with cli.one_line_errors():
+                train.main()
+    finally:
+        flags.FLAGS.unparse_flags()
+        absl_logging.get_absl_logger().setLevel(level)
+    assert caught.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "kept in" in last and "python -m lenet_keras.report" in last
+    assert {exp: (model_dir / exp / "metrics.json").read_bytes() for exp in before} == before
     assert not (model_dir / ".study.json").exists()  # the study is over; only its report failed
