@@ -114,6 +114,7 @@ class _EpochsBegun(keras.callbacks.Callback):
         self.begun.append(epoch)
 
 
+@pytest.mark.slow
 def test_custom_loop_computes_what_fit_computes_and_resumes(data_dir, tmp_path):
     strategy = tf.distribute.MirroredStrategy()  # one CPU replica here
     config = _vanilla(epochs=2)
@@ -134,6 +135,7 @@ def test_custom_loop_computes_what_fit_computes_and_resumes(data_dir, tmp_path):
     assert int(model.optimizer.iterations.numpy()) == 3 * 64 // 16  # restored 8 + 4 new steps
 
 
+@pytest.mark.slow
 def test_mirrored_run_writes_the_usual_artifacts(data_dir, tmp_path):
     strategy = tf.distribute.MirroredStrategy()
     config = distribute.batch_config(_vanilla(epochs=1), strategy, 32)

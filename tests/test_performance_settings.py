@@ -25,6 +25,7 @@ def train_weights(steps_per_execution, jit_compile=False):
     return model.get_weights(), history.history
 
 
+@pytest.mark.slow
 def test_steps_per_execution_trains_the_same_weights_as_one_step_per_call():
     one, one_history = train_weights(1)
     many, many_history = train_weights(4)
@@ -34,6 +35,7 @@ def test_steps_per_execution_trains_the_same_weights_as_one_step_per_call():
         assert one_history[key] == pytest.approx(many_history[key], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_xla_trains_the_same_weights_up_to_float_rounding():
     plain, plain_history = train_weights(4, jit_compile=False)
     xla, xla_history = train_weights(4, jit_compile=True)

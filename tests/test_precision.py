@@ -23,6 +23,8 @@ from lenet_keras.training import custom_loop, precision
 from lenet_keras.training.run import run_experiment
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.slow  # each test trains models: seconds each (the fast set stays under 2 minutes)
+
 AMX_XEON = {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "amx_int8"}
 ZEN4 = {"avx512f", "avx512_bf16", "avx512_vnni"}
 AVX2_EPYC = {"avx2", "fma", "sse4_2"}

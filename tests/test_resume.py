@@ -53,6 +53,7 @@ def reference(data_dir, tmp_path_factory) -> dict:
     return run_experiment(vanilla(), data_dir, str(tmp_path_factory.mktemp("reference")), verbose=0)
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_metrics(data_dir, tmp_path, reference):
     assert_same_run(run_experiment(vanilla(), data_dir, str(tmp_path), verbose=0), reference)
 
@@ -288,6 +289,7 @@ def test_rerun_study_keeps_what_it_finished_and_continues_the_interrupted_experi
     assert kept(study) == ["vanilla", "tuned"]  # left mid-run by a version without the marker
 
 
+@pytest.mark.slow
 def test_disk_full_names_the_file_that_really_holds_the_best_model(data_dir, tmp_path,
                                                                      monkeypatch, reference):
     """The disk fills while epoch 2 is recorded, after ModelCheckpoint wrote epoch 2's candidate

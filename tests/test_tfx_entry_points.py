@@ -16,6 +16,8 @@ from lenet_keras.data import synthetic
 from lenet_keras.errors import UserError
 from lenet_keras.search import space as hparams
 
+pytestmark = pytest.mark.slow  # each test trains models: seconds each (the fast set stays under 2 minutes)
+
 
 @dataclasses.dataclass
 class FnArgs:

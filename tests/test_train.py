@@ -79,6 +79,7 @@ def test_transfer_trains_only_the_head_and_leaves_every_frozen_weight_bit_identi
     assert transfer.layers[-1].units == 10
 
 
+@pytest.mark.slow
 def test_freeze_none_fine_tunes_every_layer_from_the_source(trained_dir, data_dir, tmp_path):
     source = os.path.join(trained_dir, "tuned", "model.keras")
     config = experiments.get_config("transfer").replace(epochs=1, freeze="none")
