@@ -101,3 +101,10 @@ class ExperimentConfig:
         d = dataclasses.asdict(self)
         d["hidden_units"] = list(self.hidden_units)
         return d
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> ExperimentConfig:
+        """The config ``to_dict`` wrote (a run's config.json); keys it does not know are ignored."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in fields}).replace(
+            hidden_units=saved.get("hidden_units"))

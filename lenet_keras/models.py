@@ -157,11 +157,10 @@ def load_classifier(path: str) -> keras.Model:
         # safe_mode is Keras's default, said here because it is what makes loading a .keras file
         # from elsewhere safe: no Python lambda in it is deserialized (docs/serving.md).
         model = keras.models.load_model(path, compile=False, safe_mode=True)
-    except ValueError as exc:
-        if "safe_mode" in str(exc):  # Keras's refusal says what it refused and why: all of it
+    except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        if isinstance(exc, ValueError) and "safe_mode" in str(exc):
+            # Keras's refusal says what it refused and why: all of it.
             raise UserError(f"{path} was refused by Keras's safe mode:\n{exc}") from None
-        raise UserError(f"{path} is not a loadable Keras model ({first_line(exc)})") from None
-    except (TypeError, KeyError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise UserError(f"{path} is not a loadable Keras model ({first_line(exc)})") from None
     if not isinstance(model, keras.Model) or len(model.inputs) != 1 or len(model.outputs) != 1:
         raise UserError(f"{path} is not a single-input, single-output Keras model")

@@ -7,6 +7,7 @@ Tests that start processes (the CLIs, distributed runs, searches) are marked ``s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import subprocess
@@ -33,6 +34,25 @@ def run_cli(module: str, *args: str, timeout: int = 300, env: dict | None = None
         [sys.executable, "-m", module, *args],
         capture_output=True, text=True, timeout=timeout, env=full_env, cwd=REPO,
     )
+
+
+@contextlib.contextmanager
+def train_flags(*args: str):
+    """``train``'s flags parsed from ``args`` in this process (its own parser, so a mistake is a
+    SystemExit), then unparsed. absl's logger level, which parsing resets, is put back: later
+    tests in this process log at INFO."""
+    from absl import flags
+    from absl import logging as absl_logging
+
+    from lenet_keras import cli, train  # noqa: F401 - defines train's flags
+
+    level = absl_logging.get_absl_logger().level
+    try:
+        cli.parse_flags(["train", *args])
+        yield flags.FLAGS
+    finally:
+        flags.FLAGS.unparse_flags()
+        absl_logging.get_absl_logger().setLevel(level)
 
 
 def assert_one_line_error(proc, *needles: str) -> str:

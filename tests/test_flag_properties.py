@@ -17,11 +17,11 @@ import string
 
 import pytest
 from absl import flags
-from absl import logging as absl_logging
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lenet_keras import cli, train
+from tests.conftest import train_flags
 
 FLAGS = flags.FLAGS
 
@@ -101,20 +101,13 @@ def workspace(tmp_path_factory) -> str:
 def _answer(args) -> tuple:
     """(exit code or None for "would run", what it printed on stderr), in this process."""
     stderr = io.StringIO()
-    # Parsing and unparsing flags resets absl's logger level; later tests in this process log at INFO.
-    level = absl_logging.get_absl_logger().level
-    try:
-        with contextlib.redirect_stderr(stderr):
-            try:
-                cli.parse_flags(["train", *args])
-                with cli.one_line_errors():
-                    train.resolve_configs(FLAGS.exp)
-                return None, stderr.getvalue()
-            except SystemExit as exc:
-                return exc.code, stderr.getvalue()
-    finally:
-        FLAGS.unparse_flags()
-        absl_logging.get_absl_logger().setLevel(level)
+    with contextlib.redirect_stderr(stderr):
+        try:
+            with train_flags(*args), cli.one_line_errors():
+                train.resolve_configs(FLAGS.exp)
+            return None, stderr.getvalue()
+        except SystemExit as exc:
+            return exc.code, stderr.getvalue()
 
 
 def test_the_answer_reads_back_a_known_mistake(workspace):

@@ -20,6 +20,7 @@ from lenet_keras.reporting import document, plots
 from lenet_keras.reporting.markdown import escape
 from lenet_keras.reporting.runs import Run
 from lenet_keras.reporting.tables import confused_pairs_table
+from tests.conftest import train_flags
 
 NASTY = ["$\\nope$", "a|b", "<script>alert(1)</script>", "x\ny", "**bold** [l](u) `c` &amp;"]
 
@@ -146,9 +147,6 @@ def test_train_all_whose_report_fails_keeps_the_study_and_exits_2(trained_dir, d
                                                                   capsys):
     """train's own main, in this process, on a finished but unreported study (its experiments kept,
     nothing retrained): a file where the report folder goes makes the report fail."""
-    from absl import flags
-    from absl import logging as absl_logging
-
     from lenet_keras import cli, train
     from lenet_keras.training.study import Study
 
@@ -157,17 +155,12 @@ def test_train_all_whose_report_fails_keeps_the_study_and_exits_2(trained_dir, d
     (model_dir / "report").write_text("not a folder")
     before = {exp: (model_dir / exp / "metrics.json").read_bytes()
               for exp in ("vanilla", "tuned", "transfer")}
-    level = absl_logging.get_absl_logger().level  # flags reset it; later tests log at INFO
-    try:
-        cli.parse_flags(["train", "--exp=all", "--epochs=1", f"--data_dir={data_dir}",
-                         f"--model_dir={model_dir}"])
+    with train_flags("--exp=all", "--epochs=1", f"--data_dir={data_dir}",
+                     f"--model_dir={model_dir}"):
         Study(str(model_dir), train.resolve_configs("all")).begin()  # killed before its report
         with pytest.raises(SystemExit) as caught:
             with cli.one_line_errors():
                 train.main()
-    finally:
-        flags.FLAGS.unparse_flags()
-        absl_logging.get_absl_logger().setLevel(level)
     assert caught.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: ") and "kept in" in last and "python -m lenet_keras.report" in last

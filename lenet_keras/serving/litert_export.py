@@ -122,9 +122,7 @@ def run_config(model_path: str, exp: Optional[str]) -> ExperimentConfig:
     except (OSError, ValueError):
         saved = None
     if isinstance(saved, dict):
-        fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
-        return ExperimentConfig(**{k: v for k, v in saved.items() if k in fields}).replace(
-            hidden_units=saved.get("hidden_units"))
+        return ExperimentConfig.from_dict(saved)
     if exp:
         import experiments
 
