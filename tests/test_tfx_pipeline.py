@@ -1,4 +1,4 @@
-"""``python -m lenet_keras.pipeline`` against real TFX 1.16 (CI's Python 3.10 leg, `-m tfx`).
+"""``python -m lenet_keras.pipeline`` against real TFX 1.16 (CI's Python 3.10 leg).
 
 One module-scoped sequence of runs on one pipeline root, each read back through ML Metadata, the
 Evaluators' outputs and the serving folder:
@@ -32,7 +32,7 @@ from tests.conftest import REPO, assert_one_line_error, run_cli
 HAVE_TFX = importlib.util.find_spec("tfx") is not None
 requires_tfx = pytest.mark.skipif(
     not HAVE_TFX, reason="TFX is not installed: it needs Python 3.10 (CI's second leg: "
-    "pip install '.[tfx,test]' there, then pytest -m tfx tests)")
+    "pip install '.[tfx,test]' there, then pytest tests/test_tfx_*.py)")
 pytestmark = [
     pytest.mark.tfx, pytest.mark.slow,
     # google-cloud-* (TFX's dependencies) warn that Python 3.10, the only Python TFX installs on, is old.
