@@ -33,6 +33,7 @@ from absl import flags
 from lenet_keras import cli
 from lenet_keras.errors import UserError, first_line
 from lenet_keras.tfx_components import evaluation
+from lenet_keras.training import precision
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "TFDS data dir holding prepared cifar100 and stl10 "
@@ -48,7 +49,7 @@ flags.DEFINE_integer("max_trials", None, "Cap on the Tuner's trials (as tune's -
 flags.DEFINE_enum("tuner", "hyperband", ["hyperband", "random", "bayesian"], "keras-tuner algorithm.")
 flags.DEFINE_string("metadata_path", None,
                     "ML Metadata's SQLite file (default: <pipeline_root>/metadata.sqlite).")
-flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16", "auto"],
+flags.DEFINE_enum("precision", "float32", list(precision.CHOICES),
                   "Keras dtype policy of the Tuner and the Trainers: "
                     "float32, mixed_bfloat16, mixed_float16 or auto, as for train.")
 flags.DEFINE_float("min_accuracy", evaluation.DEFAULT_MIN_ACCURACY, "The Evaluators' floor: a "
@@ -150,8 +151,6 @@ def _beam_pipeline_args():
 
 def _create_pipeline(examples_folders, data_dir: str, metadata_path=None):
     from lenet_keras.tfx_components import components
-    from lenet_keras.training import precision
-
     policy = precision.resolve(FLAGS.precision).policy  # `auto` logs what it picks, once
     return components.create_pipeline(
         examples_folders, data_dir, FLAGS.pipeline_root, FLAGS.serving_base,

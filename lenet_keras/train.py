@@ -14,6 +14,7 @@ from __future__ import annotations
 from absl import flags, logging
 
 from lenet_keras import cli
+from lenet_keras.training import precision
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("exp", "all", ["vanilla", "tuned", "transfer", "all"],
@@ -62,7 +63,7 @@ flags.DEFINE_string(
     "architecture and learning rate replace the tuned experiment's (other flags still override).",
 )
 flags.DEFINE_enum(
-    "precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16", "auto"],
+    "precision", "float32", list(precision.CHOICES),
     "Keras dtype policy: float32 (the study's numbers; the default), mixed_bfloat16, "
     "mixed_float16 (GPUs; with loss scaling) or auto (mixed_bfloat16 where the CPU or GPU computes "
     "bfloat16 natively, else float32; logs which and why). See docs/performance.md.",
@@ -105,8 +106,6 @@ def main() -> None:
         from lenet_keras.training import distribute
 
         strategy = distribute.resolve_strategy(FLAGS.strategy)
-    from lenet_keras.training import precision
-
     choice = precision.resolve(FLAGS.precision)  # `auto` logs the policy it picks and why
     configs = [c.replace(precision=choice.policy) for c in resolve_configs(FLAGS.exp)]
     from lenet_keras.reporting.runs import Run

@@ -20,6 +20,7 @@ from absl import flags, logging
 
 from lenet_keras import cli
 from lenet_keras.search.layout import DEFAULT_TUNE_DIR
+from lenet_keras.training import precision
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).")
@@ -61,7 +62,7 @@ flags.DEFINE_list(
 flags.DEFINE_integer("tf_threads", 0, "TensorFlow intra-op threads of this process (0: TF's "
                      "default, one per core); --parallel_trials sets it for its workers.",
                      lower_bound=0, upper_bound=1024)
-flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16", "auto"],
+flags.DEFINE_enum("precision", "float32", list(precision.CHOICES),
                   "Keras dtype policy of every trial: float32, "
                     "mixed_bfloat16, mixed_float16 or auto, as for train (docs/performance.md).")
 
@@ -112,8 +113,6 @@ def main() -> None:
 
     if FLAGS.parallel_trials > 1 and FLAGS.worker_ids:
         raise UserError("--parallel_trials names its own workers: leave out --worker_ids")
-    from lenet_keras.training import precision
-
     # Resolved once, here (auto logs its choice): --parallel_trials hands workers the concrete policy.
     FLAGS.precision = precision.resolve(FLAGS.precision).policy
     from lenet_keras.search.layout import tensorboard_command

@@ -21,7 +21,6 @@ from lenet_keras.errors import UserError, first_line
 from lenet_keras.tfx_components import executions
 from lenet_keras.tfx_components.components import BASELINES, PIPELINE_NAME
 
-RUNNERS = ("local", "beam", "kubeflow_v2")
 # What a user can cause: missing, unreadable or unwritable paths (TensorFlow's file system raises
 # its own types for these, the Pusher's copy among them), and exhausted memory or disk.
 USER_CAUSED = (UserError, OSError, MemoryError, tf.errors.NotFoundError,
