@@ -1,15 +1,17 @@
 """Per-image latency, file size and accuracy: the SavedModel against LiteRT float, float16 and int8.
 
     PYTHONPATH=. python benchmarks/litert_latency.py [--exp tuned] [--data_dir D] [--model_dir D]
-        [--epochs 3] [--runs 5] [--singles 300]
+        [--epochs 3] [--difficulty easy|hard] [--train 50000] [--runs 5] [--singles 300]
 
-Trains ``--exp`` (default tuned) on full-sized synthetic data (prepared into --data_dir if missing:
-CIFAR-100 50,000 / 10,000, STL-10 5,000 / 8,000) unless --model_dir already holds it, then exports
+Trains ``--exp`` (default tuned) on synthetic data (prepared into --data_dir if missing, at
+``--difficulty``: CIFAR-100 ``--train`` / 10,000, STL-10 5,000 / 8,000) unless --model_dir already
+holds it, for ``--epochs`` (0: the experiment's own), then exports
 it as a SavedModel and, through ``python -m lenet_keras.export --format litert``'s own function
 (parity checked), as LiteRT float32, float16 and int8. All four run in this one process: the
 SavedModel's ``serving_default`` through ``tf.saved_model.load`` (the graph TF Serving runs), the
 ``.tflite`` files through the LiteRT interpreter as ``predict`` calls it (``LiteRTModel``:
-set_tensor, invoke, get_tensor in a Python loop), and ``invoke()`` alone. Per run: the median
+set_tensor, invoke, get_tensor in a Python loop), and ``invoke()`` alone. float32 and int8 also
+run without the interpreter's default XNNPACK delegate (LiteRT's own kernels). Per run: the median
 latency of ``--singles`` single-image calls (uint8 [1, 32, 32, 3]); figures are the median
 (min–max) over ``--runs`` runs, contenders interleaved per run so load from other processes hits
 each alike. Accuracy is on the whole test split. Goal (issue 22): int8 >= 10x faster per image
@@ -48,15 +50,16 @@ def trained_model(args) -> str:
     if os.path.exists(path):
         return path
     config = experiments.get_config(args.exp)
-    needed = {"cifar100": (50_000, 10_000), "stl10": (5_000, 8_000)}
+    needed = {"cifar100": (args.train, 10_000), "stl10": (5_000, 8_000)}
     for name in {"cifar100", config.dataset}:
         if not tfds_source.builder_of(name, args.data_dir).is_prepared():
-            synthetic.prepare(name, args.data_dir, *needed[name])
+            synthetic.prepare(name, args.data_dir, *needed[name], difficulty=args.difficulty)
     names = [config.source_experiment, args.exp] if config.source_experiment else [args.exp]
     for name in names:
         if os.path.exists(os.path.join(args.model_dir, name, "model.keras")):
             continue  # e.g. transfer's source, trained by an earlier run
-        run_experiment(experiments.get_config(name).replace(epochs=args.epochs), args.data_dir,
+        config = experiments.get_config(name)
+        run_experiment(config.replace(epochs=args.epochs or config.epochs), args.data_dir,
                        args.model_dir, verbose=0)
     return path
 
@@ -83,7 +86,9 @@ def main() -> None:
     parser.add_argument("--exp", default="tuned")
     parser.add_argument("--data_dir", default=os.path.expanduser("~/tensorflow_datasets_bench"))
     parser.add_argument("--model_dir", default=os.path.expanduser("~/lenet_litert_bench"))
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="0: the experiment's own")
+    parser.add_argument("--difficulty", default="easy", help="of the synthetic data prepared")
+    parser.add_argument("--train", type=int, default=50_000, help="CIFAR-100 training images")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--singles", type=int, default=300, help="single-image calls per run")
     args = parser.parse_args()
@@ -120,10 +125,16 @@ def main() -> None:
                                               allow_below_floor=True)
             tflite = os.path.join(folder, litert.MODEL_FILE)
             runner = litert.LiteRTModel(tflite)
-            rows[f"LiteRT {quantize if quantize != 'none' else 'float32'}"] = {
+            label = f"LiteRT {quantize if quantize != 'none' else 'float32'}"
+            rows[label] = {
                 "call": runner.probabilities, "invoke": invoke_only(runner),
                 "bytes": os.path.getsize(tflite), "accuracy": parity.litert_accuracy,
-                "agreement": parity.agreement, "shortfall": parity.shortfall()}
+                "agreement": parity.agreement, "shortfall": parity.shortfall(),
+                "summary": parity.summary()}
+            if quantize != "float16":
+                plain = litert.LiteRTModel(tflite, default_delegate=False)
+                rows[f"{label}, no default delegate"] = dict(
+                    rows[label], call=plain.probabilities, invoke=invoke_only(plain))
         rng = np.random.default_rng(0)
         image = rng.integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
         for row in rows.values():  # warm-up: first calls trace, allocate, plan
@@ -140,6 +151,9 @@ def main() -> None:
     reference = "SavedModel (serving_default)"
     speedups = {name: summary([r / x for r, x in zip(runs[reference], runs[name], strict=True)])
                 for name in rows}
+    for name, row in rows.items():
+        if "summary" in row and "no default delegate" not in name:
+            print(row["summary"])
     print(f"{args.exp}, {len(test_images):,} test images, TF {tf.__version__}, "
           f"interpreter {litert.interpreter_class().__module__}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f} at the end")
@@ -158,7 +172,8 @@ def main() -> None:
     print(f"Goal: int8 >= {GOAL_SPEEDUP:.0f}x faster per image than the SavedModel and <= "
           f"{GOAL_KB} KB: {'met' if met else 'NOT met'} ({speedups[int8]['median']:.1f}x, "
           f"{rows[int8]['bytes'] / 1000:.1f} KB).")
-    print(json.dumps({name: {"latency_us": runs[name], "bytes": row["bytes"],
+    print(json.dumps({name: {"latency_us": runs[name], "invoke_us": invokes.get(name),
+                             "bytes": row["bytes"],
                              "accuracy": row["accuracy"], "agreement": row["agreement"]}
                       for name, row in rows.items()}))
 

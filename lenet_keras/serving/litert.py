@@ -17,8 +17,9 @@ SELECT_TF_OPS, which full-integer int8 must not have, and its endpoint is the mo
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import keras
 import numpy as np
@@ -26,6 +27,7 @@ import tensorflow as tf
 
 from lenet_keras import models
 from lenet_keras.errors import UserError, first_line
+from lenet_keras.serving.batch_norm_fold import checked_fold
 from lenet_keras.serving.signature import INPUT_NAME, SIGNATURE
 
 QUANTIZATIONS = ("none", "float16", "int8")
@@ -74,14 +76,23 @@ def pin_input_range(images: np.ndarray) -> np.ndarray:
 
 
 def convert(model: keras.Model, quantize: str = "none",
-            calibration_images: Optional[np.ndarray] = None) -> bytes:
-    """The ``.tflite`` flatbuffer of ``model``: float32, float16 weights, or full-integer int8
-    calibrated on ``calibration_images`` (uint8 [n, size, size, 3]) with a quantized uint8 input."""
+            calibration_images: Optional[np.ndarray] = None) -> Tuple[bytes, str]:
+    """(the ``.tflite`` flatbuffer of ``model``, a line on what was done to it first): float32,
+    float16 weights, or full-integer int8 calibrated on ``calibration_images`` (uint8
+    [n, size, size, 3]) with a quantized uint8 input. For int8, a BatchNormalization after a ReLU'd
+    layer is first folded back into that layer where that computes the same (``batch_norm_fold``);
+    the line says whether it was."""
     if quantize not in QUANTIZATIONS:
         raise UserError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
     # Converted in float32 whatever policy it trained under: LiteRT's float16 is a weight format.
     model = models.with_precision(model, "float32")
     int8 = quantize == "int8"
+    note = ""
+    if int8:
+        if calibration_images is None or len(calibration_images) == 0:
+            raise UserError("int8 quantization needs calibration images from the training "
+                            "split: check the experiment's data (--data_dir)")
+        model, note = checked_fold(model, calibration_images)
     with tempfile.TemporaryDirectory(prefix="litert-") as folder:
         _write_conversion_saved_model(model, folder, int8)
         converter = tf.lite.TFLiteConverter.from_saved_model(folder)
@@ -89,16 +100,13 @@ def convert(model: keras.Model, quantize: str = "none",
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
         elif int8:
-            if calibration_images is None or len(calibration_images) == 0:
-                raise UserError("int8 quantization needs calibration images from the training "
-                                "split: check the experiment's data (--data_dir)")
             pinned = pin_input_range(calibration_images).astype(np.float32)
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = lambda: ([image[np.newaxis]] for image in pinned)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = tf.uint8
             converter.inference_output_type = tf.float32  # probabilities, as the contract says
-        return converter.convert()
+        return converter.convert(), note
 
 
 def interpreter_class():
@@ -117,9 +125,16 @@ def interpreter_class():
 class LiteRTModel:
     """A ``.tflite`` classifier of this package's contract, run by the LiteRT interpreter."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, default_delegate: bool = True):
+        """``default_delegate=False`` runs LiteRT's own kernels without the XNNPACK delegate the
+        interpreter applies by default (benchmarks/litert_latency.py times both)."""
+        cls = interpreter_class()
+        options = {}
+        if not default_delegate:
+            resolvers = sys.modules[cls.__module__].OpResolverType
+            options["experimental_op_resolver_type"] = resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
-            self.interpreter = interpreter_class()(model_path=path)
+            self.interpreter = cls(model_path=path, **options)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"cannot load the LiteRT model {path} ({first_line(exc)}): pass a "
