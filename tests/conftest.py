@@ -92,6 +92,31 @@ def trained_dir(tmp_path_factory, data_dir) -> str:
 
 
 @pytest.fixture(scope="session")
+def hard_data_dir(tmp_path_factory) -> str:
+    """Synthetic cifar100 and stl10 at real CIFAR-100's difficulty (``--difficulty hard``): close
+    classes a model cannot tell apart, so it is unsure, as LeNet-5 is on the real data."""
+    from lenet_keras.data import synthetic
+
+    path = str(tmp_path_factory.mktemp("tfds_hard"))
+    synthetic.prepare("cifar100", path, train=3000, test=1000, difficulty="hard")
+    synthetic.prepare("stl10", path, train=600, test=500, difficulty="hard")
+    return path
+
+
+@pytest.fixture(scope="session")
+def hard_trained_dir(tmp_path_factory, hard_data_dir) -> str:
+    """The study's three experiments trained 3 epochs on ``hard_data_dir``; read-only."""
+    import experiments
+    from lenet_keras.training.run import run_experiment
+
+    model_dir = str(tmp_path_factory.mktemp("hard_trained"))
+    for name in experiments.STUDY_ORDER:
+        run_experiment(experiments.get_config(name).replace(epochs=3), hard_data_dir, model_dir,
+                       verbose=0)
+    return model_dir
+
+
+@pytest.fixture(scope="session")
 def study(tmp_path_factory, data_dir) -> subprocess.CompletedProcess:
     """`train --exp all --epochs 1` run once as a user runs it; its model_dir is ``study.model_dir``."""
     model_dir = str(tmp_path_factory.mktemp("study"))

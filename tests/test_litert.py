@@ -141,6 +141,25 @@ def test_a_broken_conversion_is_refused_and_nothing_is_published(confident, tmp_
     assert sorted(os.listdir(folder)) == [litert.LABELS_FILE, litert.MODEL_FILE]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("exp", ["vanilla", "tuned", "transfer"])
+def test_int8_publishes_with_default_flags_at_real_difficulty(hard_trained_dir, hard_data_dir,
+                                                               tmp_path, exp):
+    """Models as unsure as LeNet-5 on real CIFAR-100 (close classes): int8 rounding flips close
+    calls, but accuracy holds, so every int8 export publishes, as the command runs it."""
+    folder, parity = lx.export_trained_litert(exp, hard_trained_dir, str(tmp_path),
+                                              quantize="int8", data_dir=hard_data_dir)
+    assert os.path.exists(os.path.join(folder, litert.MODEL_FILE))
+    with open(os.path.join(hard_trained_dir, exp, "metrics.json")) as f:
+        keras_accuracy = json.load(f)["test_accuracy"]
+    assert parity.keras_accuracy == pytest.approx(keras_accuracy, abs=1e-6)
+    assert keras_accuracy < 0.6  # unsure indeed: not the easy data's 90-100%
+    assert parity.shortfall() is None and parity.drop_points <= parity.allowed_drop()[0]
+    assert "rule: " in parity.summary()
+    folded = "folded dense1_bn into the layer before it" in parity.conversion
+    assert folded == (exp != "vanilla"), parity.conversion
+
+
 def test_int8_accuracy_rule_is_one_point_where_the_split_resolves_it():
     # 10,000 images, about 300 flipped each way: the paired standard error is 0.24 points.
     at = lx.Parity("int8", 10_000, 0.94, keras_accuracy=0.30, litert_accuracy=0.29,

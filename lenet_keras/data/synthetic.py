@@ -67,8 +67,8 @@ class Difficulty:
 # hard: LeNet-5 lands in real CIFAR-100's range (docs/data.md has the measured numbers).
 DIFFICULTIES = {
     "easy": Difficulty(amplitude=35, noise=12),
-    "hard": Difficulty(amplitude=25, noise=30, colour_jitter=15, brightness_jitter=10,
-                       angle_jitter=0.05, random_phase=True, confusion=0.75),
+    "hard": Difficulty(amplitude=30, noise=15, colour_jitter=8, brightness_jitter=5,
+                       angle_jitter=0.05, random_phase=True, confusion=0.8),
 }
 
 
