@@ -198,9 +198,14 @@ def test_int8_must_agree_on_the_images_keras_is_sure_of():
     assert dataclasses.replace(fine, confident_images=10, confident_disagreements=2).shortfall()
 
 
-def test_float_conversions_keep_their_agreement_floor():
+def test_float32_keeps_its_agreement_floor_and_float16_is_judged_on_accuracy():
     assert lx.Parity("none", 1000, 0.998, 0.5, 0.5).shortfall().startswith("agrees with")
-    assert lx.Parity("float16", 1000, 0.999, 0.5, 0.5).shortfall() is None
+    assert lx.Parity("none", 1000, 0.999, 0.5, 0.5).shortfall() is None
+    # What STL-10's hard stand-in gave: 10 of 8,000 close calls flipped, accuracy 0.05 points lower.
+    close_calls = lx.Parity("float16", 8000, 0.99875, 0.5816, 0.5811, keras_only=7, litert_only=3,
+                            confident_images=6653, confident_disagreements=0)
+    assert close_calls.shortfall() is None
+    assert lx.Parity("float16", 8000, 0.99, 0.58, 0.56, keras_only=160, litert_only=0).shortfall()
 
 
 def test_labels_txt_is_class_names_in_class_id_order_and_no_version_is_overwritten(
