@@ -83,7 +83,7 @@ class Parity:
         if resolvable <= MAX_ACCURACY_DROP:
             return MAX_ACCURACY_DROP, f"at most {MAX_ACCURACY_DROP} point below"
         return resolvable, (f"within the sampling error of {n:,} test images, {resolvable:.2f} "
-                            f"points: too few to resolve {MAX_ACCURACY_DROP} point")
+                            f"points (too few images to resolve {MAX_ACCURACY_DROP} point)")
 
     def allowed_confident_disagreements(self) -> int:
         return max(1, math.floor(self.confident_images * (1 - CONFIDENT_AGREEMENT) + 1e-9))
@@ -99,7 +99,7 @@ class Parity:
         allowed, rule = self.allowed_drop()
         if self.drop_points > allowed + 1e-9:
             return (f"test accuracy {self.litert_accuracy:.2%} is {self.drop_points:.2f} points "
-                    f"below the Keras model's {self.keras_accuracy:.2%} ({rule} allowed)")
+                    f"below the Keras model's {self.keras_accuracy:.2%}; allowed: {rule}")
         if self.confident_disagreements > self.allowed_confident_disagreements():
             return (f"disagrees with the Keras model on {self.confident_disagreements:,} of the "
                     f"{self.confident_images:,} test images Keras is sure of (top-1 probability "
@@ -167,8 +167,9 @@ def export_litert(model, class_names: Sequence[str], export_base: str, model_nam
                                quantize), conversion=conversion)
             shortfall = parity.shortfall()
             if shortfall and not allow_below_floor:
-                raise UserError(f"not published: the {quantize} LiteRT model {shortfall}; train "
-                                "longer, or pass --allow_below_floor to publish it anyway")
+                raise UserError(f"not published: the {quantize} LiteRT model {shortfall}; export "
+                                "--quantize none, or pass --allow_below_floor to publish it "
+                                "anyway")
             for name in os.listdir(staging):
                 atomic.fsync_path(os.path.join(staging, name))
     except OSError as exc:
