@@ -202,3 +202,41 @@ def test_prediction_grid_frames_and_captions_each_image():
     assert (pixels(plots.CORRECT), pixels(plots.WRONG)) == (2 * frame, frame)
     assert pixels((128 / 255,) * 3) == 3 * 32 * 32
     assert "2/3 correct" in fig.get_suptitle()
+
+
+def _overlapping_texts(fig):
+    """Pairs of texts drawn on ``fig``'s axes whose boxes overlap, and texts outside the figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    texts = [t for ax in fig.axes for t in ax.texts if t.get_text().strip()]
+    boxes = [t.get_window_extent(renderer).shrunk(0.98, 0.98) for t in texts]
+    whole = fig.bbox
+    clashes = [(texts[i].get_text(), texts[j].get_text())
+               for i in range(len(boxes)) for j in range(i + 1, len(boxes))
+               if boxes[i].overlaps(boxes[j])]
+    outside = [t.get_text() for t, b in zip(texts, boxes, strict=True)
+               if b.x0 < whole.x0 - 1 or b.x1 > whole.x1 + 1 or b.y0 < whole.y0 - 1
+               or b.y1 > whole.y1 + 1]
+    return clashes, outside
+
+
+@pytest.mark.slow
+def test_pictures_stay_readable_for_models_as_unsure_as_on_real_cifar100(hard_trained_dir):
+    """On data as hard as real CIFAR-100 most answers are wrong: every caption of the prediction
+    grid has two lines (predicted and true class) and every confusion-matrix cell has a count.
+    No caption or count may cover another, or leave the picture."""
+    runs = {run.name: run for run in find_runs(hard_trained_dir)}
+    assert max(run.metrics["test_accuracy"] for run in runs.values()) < 0.6
+    grid_captions = 0
+    for run in runs.values():
+        for name, (_, draw) in figures(run).items():
+            fig = draw()
+            clashes, outside = _overlapping_texts(fig)
+            assert not clashes, (name, clashes[:5])
+            assert not outside, (name, outside[:5])
+            if name.startswith("predictions_"):
+                grid_captions += sum("\ntrue: " in t.get_text() for t in fig.axes[0].texts)
+    assert grid_captions >= 64  # the two-line captions were drawn, and checked
