@@ -40,7 +40,7 @@ def folder_bytes(path: str, skip: str = "assets.extra") -> int:
 
 
 def trained_model(args) -> str:
-    import experiments
+    from lenet_keras import experiments
     from lenet_keras.data import synthetic, tfds_source
     from lenet_keras.training.run import run_experiment
 

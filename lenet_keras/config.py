@@ -1,6 +1,7 @@
 """The experiment definition: one frozen dataclass whose fields are every hyperparameter.
 
-Named experiments live in the top-level ``experiments/`` package; the CLI overrides fields with
+Named experiments live in the repository's ``experiments/`` folder, installed as
+``lenet_keras.experiments``; the CLI overrides fields with
 ``dataclasses.replace`` and the rest of the code only reads fields.
 """
 

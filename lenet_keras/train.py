@@ -77,7 +77,7 @@ cli.require_writable_folder("model_dir")
 
 def resolve_configs(exp: str):
     """The configs `--exp` names, with flag overrides applied, in the order they must run."""
-    import experiments
+    from lenet_keras import experiments
 
     names = experiments.STUDY_ORDER if exp == "all" else (exp,)
     configs = [experiments.get_config(name) for name in names]

@@ -77,8 +77,7 @@ def run() -> str:
     import keras
     import tensorflow as tf
 
-    import experiments
-    from lenet_keras import data
+    from lenet_keras import data, experiments
     from lenet_keras.search import tuner as tuning
 
     if FLAGS.tf_threads:

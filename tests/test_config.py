@@ -2,7 +2,7 @@
 
 import pytest
 
-import experiments
+from lenet_keras import experiments
 from lenet_keras.errors import UserError
 
 

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import experiments
-from lenet_keras import data, models
+from lenet_keras import data, experiments, models
 from lenet_keras.errors import UserError
 from lenet_keras.training import custom_loop, distribute
 from lenet_keras.training.run import run_experiment

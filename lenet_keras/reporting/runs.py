@@ -54,7 +54,7 @@ def load_run(model_dir: str, name: str) -> Run:
 
 def find_runs(model_dir: str) -> List[Run]:
     """The study's experiments in study order, then any other run found in ``model_dir``."""
-    from experiments import STUDY_ORDER
+    from lenet_keras.experiments import STUDY_ORDER
 
     if not os.path.isdir(model_dir):
         what = "is not a directory" if os.path.exists(model_dir) else "does not exist"

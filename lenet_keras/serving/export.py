@@ -108,7 +108,7 @@ def trained_model_path(exp: Optional[str], model_dir: str,
             stem = os.path.basename(os.path.dirname(os.path.abspath(source_model)))
         return source_model, f"lenet_{exp or stem}"
     if exp:
-        import experiments
+        from lenet_keras import experiments
 
         experiments.get_config(exp)  # UserError for an unknown name
         return os.path.join(model_dir, exp, MODEL_FILE), f"lenet_{exp}"

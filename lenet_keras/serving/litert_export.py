@@ -124,7 +124,7 @@ def run_config(model_path: str, exp: Optional[str]) -> ExperimentConfig:
     if isinstance(saved, dict):
         return ExperimentConfig.from_dict(saved)
     if exp:
-        import experiments
+        from lenet_keras import experiments
 
         return experiments.get_config(exp)
     raise UserError(f"no {CONFIG_FILE} beside {model_path} to say which data it was trained on: "

@@ -14,7 +14,7 @@ pick their checkpoint) on eval and read test only for the final evaluation; each
 its Trainer's model on test (docs/tfx.md says why), against a floor and against its baseline, the
 last model of *the same trainer* its Evaluator blessed (a Resolver over the channels of that
 trainer and that evaluator only). A Pusher pushes only a blessed model. The modules are named by
-dotted paths (``experiments.tuned.run_fn``), so they run as the installed package, not as a
+dotted paths (``lenet_keras.experiments.tuned.run_fn``), so they run as the installed package, not as a
 ``module_file`` TFX would repackage as flat modules. TFX's cache key then holds only the names, so
 every module's ``custom_config`` carries ``code_version``, a digest of the package's sources:
 changed code reruns the components, unchanged code is cached.
@@ -29,8 +29,8 @@ from typing import Dict, Mapping, Optional, Sequence
 
 from tfx import v1 as tfx
 
-import experiments
 import lenet_keras
+from lenet_keras import experiments
 from lenet_keras.data import tfds_source
 from lenet_keras.tfx_components import evaluation, examples
 
@@ -58,10 +58,13 @@ def code_version() -> str:
     """A digest of the ``.py`` sources of the lenet_keras and experiments packages this process
     runs: TFX's cache does not see code behind a dotted ``run_fn``, but it sees custom_config."""
     digest = hashlib.sha256()
-    for package in (lenet_keras, experiments):
-        root = os.path.dirname(os.path.abspath(package.__file__))
+    roots = [os.path.dirname(os.path.abspath(package.__file__))
+             for package in (lenet_keras, experiments)]
+    for package, root in zip((lenet_keras, experiments), roots, strict=True):
         for folder, subfolders, files in os.walk(root):
-            subfolders[:] = sorted(s for s in subfolders if s != "__pycache__")
+            # Installed, experiments/ is inside lenet_keras/; from a checkout it is beside it.
+            subfolders[:] = sorted(s for s in subfolders if s != "__pycache__"
+                                   and os.path.join(folder, s) not in roots)
             for name in sorted(f for f in files if f.endswith(".py")):
                 path = os.path.join(folder, name)
                 with open(path, "rb") as f:
@@ -185,7 +188,7 @@ def create_pipeline(
     transfer_examples = _example_gen(TRANSFER, examples_folders, data_dir)
     search = tfx.components.Tuner(
         examples=tuned_examples.outputs["examples"],
-        tuner_fn="experiments.tuned.tuner_fn",
+        tuner_fn="lenet_keras.experiments.tuned.tuner_fn",
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),  # the Tuner never sees test
         custom_config=tuner_config,
@@ -193,7 +196,7 @@ def create_pipeline(
     tuned_trainer = tfx.components.Trainer(
         examples=tuned_examples.outputs["examples"],
         hyperparameters=search.outputs["best_hyperparameters"],
-        run_fn="experiments.tuned.run_fn",
+        run_fn="lenet_keras.experiments.tuned.run_fn",
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["eval", "test"]),  # test: the final evaluation only
         custom_config=common,
@@ -201,7 +204,7 @@ def create_pipeline(
     transfer_trainer = tfx.components.Trainer(
         examples=transfer_examples.outputs["examples"],
         base_model=tuned_trainer.outputs["model"],
-        run_fn="experiments.transfer.run_fn",
+        run_fn="lenet_keras.experiments.transfer.run_fn",
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["eval", "test"]),
         custom_config=common,
