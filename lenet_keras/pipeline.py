@@ -149,11 +149,19 @@ def _beam_pipeline_args():
     return None if FLAGS.beam_pipeline_args is None else shlex.split(FLAGS.beam_pipeline_args)
 
 
+def _configs() -> dict:
+    """The configs of the experiments the pipeline trains, by name."""
+    from lenet_keras import experiments
+    from lenet_keras.tfx_components import components
+
+    return {name: experiments.get_config(name) for name in (components.TUNED, components.TRANSFER)}
+
+
 def _create_pipeline(examples_folders, data_dir: str, metadata_path=None):
     from lenet_keras.tfx_components import components
     policy = precision.resolve(FLAGS.precision).policy  # `auto` logs what it picks, once
     return components.create_pipeline(
-        examples_folders, data_dir, FLAGS.pipeline_root, FLAGS.serving_base,
+        _configs(), examples_folders, data_dir, FLAGS.pipeline_root, FLAGS.serving_base,
         metadata_path=metadata_path, epochs=FLAGS.epochs, max_trials=FLAGS.max_trials,
         tuner=FLAGS.tuner, precision=policy, min_accuracy=FLAGS.min_accuracy,
         max_accuracy_drop=FLAGS.max_accuracy_drop, beam_pipeline_args=_beam_pipeline_args())
@@ -165,7 +173,7 @@ def run(metadata_path: str) -> dict:
     from lenet_keras.tfx_components import components, runners
 
     data_dir = os.path.abspath(tfds_source.default_data_dir(FLAGS.data_dir))
-    folders = components.export_examples(data_dir, FLAGS.pipeline_root)
+    folders = components.export_examples(_configs(), data_dir, FLAGS.pipeline_root)
     pipeline = _create_pipeline(folders, data_dir, metadata_path)
     try:
         return runners.run_pipeline(pipeline, metadata_path, FLAGS.runner)

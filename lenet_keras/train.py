@@ -149,13 +149,14 @@ def main() -> None:
     if study is not None and writes:
         import os
 
+        from lenet_keras.experiments import STUDY_ORDER
         from lenet_keras.reporting.document import write_study_report
         from lenet_keras.search.layout import DEFAULT_TUNE_DIR
 
         # The search the tuned experiment's --hparams came from; else where `tune` writes one.
         tune_dir = os.path.dirname(os.path.abspath(FLAGS.hparams)) if FLAGS.hparams else DEFAULT_TUNE_DIR
         try:
-            print(f"report: {write_study_report(FLAGS.model_dir, tune_dir)}")
+            print(f"report: {write_study_report(FLAGS.model_dir, tune_dir, study_order=STUDY_ORDER)}")
         finally:  # the experiments are finished whatever became of the report
             study.end()
 

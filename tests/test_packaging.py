@@ -66,3 +66,29 @@ def test_the_wheel_installs_experiments_as_lenet_keras_experiments_and_no_top_le
     location, top_level = probe.stdout.split("\n")[:2]
     assert location == str(tmp_path / "site" / "lenet_keras" / "experiments" / "__init__.py")
     assert top_level == "None"
+
+
+COMMANDS = {"train", "tune", "export", "predict", "report", "pipeline"}
+
+
+def test_only_the_commands_import_the_experiments():
+    """Data flows one way, experiment config -> library: a library module takes an ExperimentConfig
+    and never resolves a name itself, so lenet_keras.experiments (which imports the TFX entry points
+    lazily) can never form a cycle with it."""
+    import ast
+
+    importers = set()
+    for folder, _, files in os.walk(os.path.join(REPO, "lenet_keras")):  # links not followed
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(folder, name)
+            module = os.path.relpath(path, REPO)[:-3].replace(os.sep, ".")
+            for node in ast.walk(ast.parse(open(path).read())):
+                names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                         [node.module or ""] + [f"{node.module}.{alias.name}" for alias in node.names]
+                         if isinstance(node, ast.ImportFrom) else [])
+                if any(n == "lenet_keras.experiments" or n.startswith("lenet_keras.experiments.")
+                       for n in names):
+                    importers.add(module)
+    assert importers and importers <= {f"lenet_keras.{command}" for command in COMMANDS}, importers

@@ -17,7 +17,9 @@ trainer and that evaluator only). A Pusher pushes only a blessed model. The modu
 dotted paths (``lenet_keras.experiments.tuned.run_fn``), so they run as the installed package, not as a
 ``module_file`` TFX would repackage as flat modules. TFX's cache key then holds only the names, so
 every module's ``custom_config`` carries ``code_version``, a digest of the package's sources:
-changed code reruns the components, unchanged code is cached.
+changed code reruns the components, unchanged code is cached. The experiments' configs come from
+the command (``lenet_keras.pipeline``), which resolves their names; the dotted ``run_fn`` and
+``tuner_fn`` are those same experiments' modules.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Dict, Mapping, Optional, Sequence
 from tfx import v1 as tfx
 
 import lenet_keras
-from lenet_keras import experiments
+from lenet_keras.config import ExperimentConfig
 from lenet_keras.data import tfds_source
 from lenet_keras.tfx_components import evaluation, examples
 
@@ -55,29 +57,28 @@ def default_metadata_path(pipeline_root: str) -> str:
 
 
 def code_version() -> str:
-    """A digest of the ``.py`` sources of the lenet_keras and experiments packages this process
-    runs: TFX's cache does not see code behind a dotted ``run_fn``, but it sees custom_config."""
+    """A digest of the ``.py`` sources of the lenet_keras package (lenet_keras.experiments too) this
+    process runs: TFX's cache does not see code behind a dotted ``run_fn``, but it sees
+    custom_config."""
     digest = hashlib.sha256()
-    roots = [os.path.dirname(os.path.abspath(package.__file__))
-             for package in (lenet_keras, experiments)]
-    for package, root in zip((lenet_keras, experiments), roots, strict=True):
-        for folder, subfolders, files in os.walk(root):
-            # Installed, experiments/ is inside lenet_keras/; from a checkout it is beside it.
-            subfolders[:] = sorted(s for s in subfolders if s != "__pycache__"
-                                   and os.path.join(folder, s) not in roots)
-            for name in sorted(f for f in files if f.endswith(".py")):
-                path = os.path.join(folder, name)
-                with open(path, "rb") as f:
-                    digest.update(f"{package.__name__}/{os.path.relpath(path, root)}\0".encode())
-                    digest.update(f.read())
+    root = os.path.dirname(os.path.abspath(lenet_keras.__file__))
+    # followlinks: in a checkout lenet_keras/experiments is a link to the repository's experiments/.
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        subfolders[:] = sorted(s for s in subfolders if s != "__pycache__")
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                digest.update(f"lenet_keras/{os.path.relpath(path, root)}\0".encode())
+                digest.update(f.read())
     return digest.hexdigest()[:16]
 
 
-def export_examples(data_dir: Optional[str], pipeline_root: str) -> Dict[str, str]:
-    """Experiment name -> the ImportExampleGen input folder of its data set, split as it trains."""
+def export_examples(configs: Mapping[str, ExperimentConfig], data_dir: Optional[str],
+                    pipeline_root: str) -> Dict[str, str]:
+    """Experiment name -> the ImportExampleGen input folder of its data set, split as it trains;
+    ``configs`` are the TUNED and TRANSFER experiments' configs."""
     root = os.path.join(os.path.abspath(pipeline_root), "examples")
     data_dir = os.path.abspath(tfds_source.default_data_dir(data_dir))
-    configs = {name: experiments.get_config(name) for name in (TUNED, TRANSFER)}
     examples.check_prepared([config.dataset for config in configs.values()], data_dir)
     return {name: examples.export(config.dataset, data_dir, root, examples.split_instructions(config))
             for name, config in configs.items()}
@@ -92,8 +93,8 @@ def _local_or_remote(path: str) -> str:
     return path if is_remote(path) else os.path.abspath(path)
 
 
-def _example_gen(experiment: str, examples_folders: Optional[Mapping[str, str]], data_dir: str):
-    config = experiments.get_config(experiment)
+def _example_gen(config: ExperimentConfig, examples_folders: Optional[Mapping[str, str]],
+                 data_dir: str):
     if examples_folders is None:  # remote: the cut is a step of the pipeline
         from lenet_keras.tfx_components.tfds_example_gen import TfdsExampleGen
 
@@ -103,7 +104,7 @@ def _example_gen(experiment: str, examples_folders: Optional[Mapping[str, str]],
     else:
         split = tfx.proto.Input.Split
         component = tfx.components.ImportExampleGen(
-            input_base=examples_folders[experiment],
+            input_base=examples_folders[config.name],
             input_config=tfx.proto.Input(splits=[split(name=name, pattern=f"{name}/*")
                                                  for name in examples.SPLIT_FIELDS]),
         )
@@ -117,9 +118,10 @@ def _tune_dir(pipeline_root: str, tuner_config: Mapping, examples_source: str) -
     return f"{pipeline_root.rstrip('/')}/tuning/{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
-def _evaluated_pusher(experiment: str, trainer, examples_gen, serving_base: str,
+def _evaluated_pusher(config: ExperimentConfig, trainer, examples_gen, serving_base: str,
                       min_accuracy: float, max_accuracy_drop: float) -> list:
     """The Resolver of ``trainer``'s baseline, the Evaluator, and the Pusher it gates."""
+    experiment = config.name
     evaluator_id = f"{experiment}_evaluator"
     # The last model of this trainer that this trainer's Evaluator blessed: Channels filtered by
     # producer, so the transfer model is never compared with the tuned one.
@@ -137,7 +139,7 @@ def _evaluated_pusher(experiment: str, trainer, examples_gen, serving_base: str,
         example_splits=[evaluation.EVAL_SPLIT],
         eval_config=evaluation.eval_config(
             min_accuracy, max_accuracy_drop,
-            with_top5=experiments.get_config(experiment).dataset in TOP5_DATASETS),
+            with_top5=config.dataset in TOP5_DATASETS),
     ).with_id(evaluator_id)
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
@@ -150,6 +152,7 @@ def _evaluated_pusher(experiment: str, trainer, examples_gen, serving_base: str,
 
 
 def create_pipeline(
+    configs: Mapping[str, ExperimentConfig],
     examples_folders: Optional[Mapping[str, str]],
     data_dir: str,
     pipeline_root: str,
@@ -164,7 +167,8 @@ def create_pipeline(
     max_accuracy_drop: float = evaluation.DEFAULT_MAX_ACCURACY_DROP,
     beam_pipeline_args: Optional[Sequence[str]] = None,
 ) -> tfx.dsl.Pipeline:
-    """The pipeline over ``examples_folders`` (``export_examples``'s answer); cache enabled.
+    """The pipeline of the TUNED and TRANSFER experiments (``configs``, name -> config) over
+    ``examples_folders`` (``export_examples``'s answer); cache enabled.
 
     ``examples_folders=None`` makes the remote pipeline: the TFDS cut is its first step, and no
     path is made absolute or read here (they are ``gs://`` URIs, and ML Metadata is the
@@ -184,8 +188,8 @@ def create_pipeline(
     tuner_config["tune_dir"] = _tune_dir(
         pipeline_root, tuner_config, data_dir if remote else examples_folders[TUNED])
 
-    tuned_examples = _example_gen(TUNED, examples_folders, data_dir)
-    transfer_examples = _example_gen(TRANSFER, examples_folders, data_dir)
+    tuned_examples = _example_gen(configs[TUNED], examples_folders, data_dir)
+    transfer_examples = _example_gen(configs[TRANSFER], examples_folders, data_dir)
     search = tfx.components.Tuner(
         examples=tuned_examples.outputs["examples"],
         tuner_fn="lenet_keras.experiments.tuned.tuner_fn",
@@ -214,9 +218,9 @@ def create_pipeline(
         pipeline_name=REMOTE_PIPELINE_NAME if remote else PIPELINE_NAME,
         pipeline_root=pipeline_root,
         components=[tuned_examples, transfer_examples, search, tuned_trainer, transfer_trainer,
-                    *_evaluated_pusher(TUNED, tuned_trainer, tuned_examples, serving_base,
+                    *_evaluated_pusher(configs[TUNED], tuned_trainer, tuned_examples, serving_base,
                                        *thresholds),
-                    *_evaluated_pusher(TRANSFER, transfer_trainer, transfer_examples, serving_base,
+                    *_evaluated_pusher(configs[TRANSFER], transfer_trainer, transfer_examples, serving_base,
                                        *thresholds)],
         enable_cache=True,
         metadata_connection_config=None if remote else
