@@ -32,7 +32,9 @@ from absl import flags
 
 from lenet_keras import cli
 from lenet_keras.errors import UserError, first_line
+from lenet_keras.search.layout import TUNERS
 from lenet_keras.tfx_components import evaluation
+from lenet_keras.tfx_components.uris import is_remote
 from lenet_keras.training import precision
 
 FLAGS = flags.FLAGS
@@ -46,7 +48,7 @@ flags.DEFINE_integer("epochs", None, "Cap on the epochs of the Tuner's trials an
                      **cli.COUNT_BOUNDS)
 flags.DEFINE_integer("max_trials", None, "Cap on the Tuner's trials (as tune's --max_trials).",
                      **cli.COUNT_BOUNDS)
-flags.DEFINE_enum("tuner", "hyperband", ["hyperband", "random", "bayesian"], "keras-tuner algorithm.")
+flags.DEFINE_enum("tuner", "hyperband", list(TUNERS), "keras-tuner algorithm.")
 flags.DEFINE_string("metadata_path", None,
                     "ML Metadata's SQLite file (default: <pipeline_root>/metadata.sqlite).")
 flags.DEFINE_enum("precision", "float32", list(precision.CHOICES),
@@ -121,7 +123,7 @@ def _check_flags() -> None:
             raise UserError(f"--runner kubeflow_v2 needs {', '.join(missing)}: the job file to "
                             "write, the container image to run, the TFDS data dir it reads")
         local = [f"--{name} {getattr(FLAGS, name)}" for name in ("data_dir", "pipeline_root",
-                 "serving_base") if "://" not in getattr(FLAGS, name)]
+                 "serving_base") if not is_remote(getattr(FLAGS, name))]
         if local:
             raise UserError(f"--runner kubeflow_v2 runs on other machines, which cannot read "
                             f"this one's {', '.join(local)}: give gs:// URIs")
@@ -133,7 +135,7 @@ def _check_flags() -> None:
             raise UserError("--output and --image are for --runner kubeflow_v2, which compiles a "
                             f"job instead of running it; --runner {FLAGS.runner} runs here")
         remote_paths = [f"--{name} {getattr(FLAGS, name)}" for name in ("data_dir", "pipeline_root")
-                        if "://" in (getattr(FLAGS, name) or "")]
+                        if is_remote(getattr(FLAGS, name) or "")]
         if remote_paths:
             raise UserError(f"--runner {FLAGS.runner} cuts the data into files on this machine "
                             f"first, so {', '.join(remote_paths)} must be local: copy the data "

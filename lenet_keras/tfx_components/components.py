@@ -35,6 +35,7 @@ import lenet_keras
 from lenet_keras.config import ExperimentConfig
 from lenet_keras.data import tfds_source
 from lenet_keras.tfx_components import evaluation, examples
+from lenet_keras.tfx_components.uris import local_or_remote
 
 PIPELINE_NAME = "lenet_keras"
 REMOTE_PIPELINE_NAME = "lenet-keras"  # Kubeflow's names allow no underscore
@@ -82,15 +83,6 @@ def export_examples(configs: Mapping[str, ExperimentConfig], data_dir: Optional[
     examples.check_prepared([config.dataset for config in configs.values()], data_dir)
     return {name: examples.export(config.dataset, data_dir, root, examples.split_instructions(config))
             for name, config in configs.items()}
-
-
-def is_remote(path: str) -> bool:
-    """A URI of another filesystem (``gs://...``), which only a remote run may be given."""
-    return "://" in path
-
-
-def _local_or_remote(path: str) -> str:
-    return path if is_remote(path) else os.path.abspath(path)
 
 
 def _example_gen(config: ExperimentConfig, examples_folders: Optional[Mapping[str, str]],
@@ -178,7 +170,7 @@ def create_pipeline(
     """
     remote = examples_folders is None
     pipeline_root, serving_base, data_dir = (
-        _local_or_remote(path) for path in (pipeline_root, serving_base, data_dir))
+        local_or_remote(path) for path in (pipeline_root, serving_base, data_dir))
     common = {"data_dir": data_dir, "precision": precision, "code_version": code_version()}
     if epochs is not None:
         common["epochs"] = epochs
