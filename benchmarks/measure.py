@@ -85,7 +85,7 @@ def keras_runner(name: str, data_dir: str, train_images: int = 0, steps_per_exec
     from lenet_keras import data, models
     from lenet_keras.training import run as training
 
-    config = _config(name, data_dir, train_images).replace(  # None keeps the config's value
+    config = _config(name, data_dir, train_images).replace_given(
         steps_per_execution=steps_per_execution, jit_compile=jit_compile, precision=precision)
     splits = data.load_splits(config, data_dir)
     keras.utils.set_random_seed(config.seed)

@@ -86,7 +86,7 @@ def resolve_configs(exp: str):
 
         configs = space.apply_file(configs, FLAGS.hparams)
     configs = [
-        config.replace(epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
+        config.replace_given(epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
                        learning_rate=FLAGS.learning_rate, seed=FLAGS.seed)
         for config in configs
     ]
