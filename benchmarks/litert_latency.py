@@ -42,7 +42,7 @@ def folder_bytes(path: str, skip: str = "assets.extra") -> int:
 
 
 def trained_model(args) -> str:
-    import experiments
+    from lenet_keras import experiments
     from lenet_keras.data import synthetic, tfds_source
     from lenet_keras.training.run import run_experiment
 
@@ -97,12 +97,13 @@ def main() -> None:
     import tensorflow as tf
 
     from benchmarks.stats import fmt, summary
+    from lenet_keras import experiments
     from lenet_keras.serving import export, litert
     from lenet_keras.serving import litert_export as lx
 
     path = trained_model(args)
     model, names = export.load_trained(path)
-    config = lx.run_config(path, args.exp)
+    config = lx.run_config(path, args.exp and experiments.get_config(args.exp))
     calibration, test_images, test_labels = lx.experiment_images(
         config, args.data_dir, lx.CALIBRATION_IMAGES)
     rows = {}

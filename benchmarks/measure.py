@@ -54,7 +54,7 @@ def _config(name: str, data_dir: str, train_images: int):
     """The experiment's config, its training split cut to train_images if that is smaller."""
     import tensorflow_datasets as tfds
 
-    import experiments
+    from lenet_keras import experiments
 
     config = experiments.get_config(name)
     available = tfds.builder(config.dataset, data_dir=data_dir).info.splits[config.train_split]
@@ -64,8 +64,7 @@ def _config(name: str, data_dir: str, train_images: int):
 
 
 def build_model(config, num_classes: int):
-    import experiments
-    from lenet_keras import models
+    from lenet_keras import experiments, models
 
     if config.source_experiment is None:
         return models.build_from_config(config, num_classes)
@@ -86,7 +85,7 @@ def keras_runner(name: str, data_dir: str, train_images: int = 0, steps_per_exec
     from lenet_keras import data, models
     from lenet_keras.training import run as training
 
-    config = _config(name, data_dir, train_images).replace(  # None keeps the config's value
+    config = _config(name, data_dir, train_images).replace_given(
         steps_per_execution=steps_per_execution, jit_compile=jit_compile, precision=precision)
     splits = data.load_splits(config, data_dir)
     keras.utils.set_random_seed(config.seed)

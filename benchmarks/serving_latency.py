@@ -21,8 +21,7 @@ import tensorflow as tf
 
 
 def default_saved_model(folder: str) -> str:
-    import experiments
-    from lenet_keras import models
+    from lenet_keras import experiments, models
     from lenet_keras.serving import export
 
     config = experiments.get_config("tuned")

@@ -56,8 +56,7 @@ def hyperband_budget(max_epochs: int, factor: int, max_trials=None):
 def epoch_seconds(data_dir: str, epochs: int):
     import keras
 
-    import experiments
-    from lenet_keras import data, models
+    from lenet_keras import data, experiments, models
 
     config = experiments.get_config("tuned")
     splits = data.load_splits(config, data_dir)

@@ -1,8 +1,8 @@
 """The study's named experiments; each module holds one declarative config."""
 
-from experiments import transfer, tuned, vanilla
 from lenet_keras.config import ExperimentConfig
 from lenet_keras.errors import UserError
+from lenet_keras.experiments import transfer, tuned, vanilla
 
 EXPERIMENTS = {
     "vanilla": vanilla.CONFIG,

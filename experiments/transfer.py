@@ -4,7 +4,7 @@ The test split is STL-10's official 8,000-image test set (800 per class), not th
 subsample the seed describes: the official split is what published STL-10 numbers use.
 """
 
-from experiments import tuned
+from lenet_keras.experiments import tuned
 
 # The architecture fields are the source model's (tuned); transfer only swaps and trains the head.
 CONFIG = tuned.CONFIG.replace(

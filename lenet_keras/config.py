@@ -1,6 +1,7 @@
 """The experiment definition: one frozen dataclass whose fields are every hyperparameter.
 
-Named experiments live in the top-level ``experiments/`` package; the CLI overrides fields with
+Named experiments live in the repository's ``experiments/`` folder, installed as
+``lenet_keras.experiments``; the CLI overrides fields with
 ``dataclasses.replace`` and the rest of the code only reads fields.
 """
 
@@ -90,12 +91,16 @@ class ExperimentConfig:
             )
         return self
 
-    def replace(self, **overrides) -> ExperimentConfig:
-        """A copy with the given fields changed; None values mean 'not overridden'."""
-        changes = {k: v for k, v in overrides.items() if v is not None}
+    def replace(self, **changes) -> ExperimentConfig:
+        """A copy with the given fields set to the given values, None included (which clears an
+        optional field such as ``image_dir``), validated."""
         if "hidden_units" in changes:
             changes["hidden_units"] = tuple(int(u) for u in changes["hidden_units"])
         return dataclasses.replace(self, **changes).validate()
+
+    def replace_given(self, **values) -> ExperimentConfig:
+        """``replace`` with the values that are not None: a flag left out (None) keeps the field."""
+        return self.replace(**{k: v for k, v in values.items() if v is not None})
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -106,5 +111,5 @@ class ExperimentConfig:
     def from_dict(cls, saved: dict) -> ExperimentConfig:
         """The config ``to_dict`` wrote (a run's config.json); keys it does not know are ignored."""
         fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in saved.items() if k in fields}).replace(
-            hidden_units=saved.get("hidden_units"))
+        config = cls(**{k: v for k, v in saved.items() if k in fields})
+        return config.replace(hidden_units=config.hidden_units)  # JSON's list as a tuple, validated

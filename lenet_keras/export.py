@@ -20,11 +20,11 @@ import os
 
 from absl import flags
 
-from lenet_keras import cli
+from lenet_keras import cli, experiments
 from lenet_keras.errors import UserError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("exp", None, ["vanilla", "tuned", "transfer"],
+flags.DEFINE_enum("exp", None, list(experiments.EXPERIMENTS),
                   "Experiment to export: vanilla, tuned or transfer.")
 flags.DEFINE_string("model_dir", "saved_models", "Where training wrote <model_dir>/<exp>/.")
 flags.DEFINE_string("export_base", os.path.join("saved_models", "serving"),
@@ -68,8 +68,9 @@ def main() -> None:
         return
     from lenet_keras.serving.litert_export import export_trained_litert
 
+    experiment = experiments.get_config(FLAGS.exp) if FLAGS.exp else None
     folder, parity = export_trained_litert(
-        FLAGS.exp, FLAGS.model_dir, FLAGS.export_base, FLAGS.model_name, FLAGS.version,
+        experiment, FLAGS.model_dir, FLAGS.export_base, FLAGS.model_name, FLAGS.version,
         FLAGS.source_model, FLAGS.quantize, FLAGS.data_dir, FLAGS.calibration_images,
         FLAGS.allow_below_floor)
     print(parity.summary())

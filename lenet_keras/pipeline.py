@@ -32,7 +32,9 @@ from absl import flags
 
 from lenet_keras import cli
 from lenet_keras.errors import UserError, first_line
+from lenet_keras.search.layout import TUNERS
 from lenet_keras.tfx_components import evaluation
+from lenet_keras.tfx_components.uris import is_remote
 from lenet_keras.training import precision
 
 FLAGS = flags.FLAGS
@@ -46,7 +48,7 @@ flags.DEFINE_integer("epochs", None, "Cap on the epochs of the Tuner's trials an
                      **cli.COUNT_BOUNDS)
 flags.DEFINE_integer("max_trials", None, "Cap on the Tuner's trials (as tune's --max_trials).",
                      **cli.COUNT_BOUNDS)
-flags.DEFINE_enum("tuner", "hyperband", ["hyperband", "random", "bayesian"], "keras-tuner algorithm.")
+flags.DEFINE_enum("tuner", "hyperband", list(TUNERS), "keras-tuner algorithm.")
 flags.DEFINE_string("metadata_path", None,
                     "ML Metadata's SQLite file (default: <pipeline_root>/metadata.sqlite).")
 flags.DEFINE_enum("precision", "float32", list(precision.CHOICES),
@@ -121,7 +123,7 @@ def _check_flags() -> None:
             raise UserError(f"--runner kubeflow_v2 needs {', '.join(missing)}: the job file to "
                             "write, the container image to run, the TFDS data dir it reads")
         local = [f"--{name} {getattr(FLAGS, name)}" for name in ("data_dir", "pipeline_root",
-                 "serving_base") if "://" not in getattr(FLAGS, name)]
+                 "serving_base") if not is_remote(getattr(FLAGS, name))]
         if local:
             raise UserError(f"--runner kubeflow_v2 runs on other machines, which cannot read "
                             f"this one's {', '.join(local)}: give gs:// URIs")
@@ -133,7 +135,7 @@ def _check_flags() -> None:
             raise UserError("--output and --image are for --runner kubeflow_v2, which compiles a "
                             f"job instead of running it; --runner {FLAGS.runner} runs here")
         remote_paths = [f"--{name} {getattr(FLAGS, name)}" for name in ("data_dir", "pipeline_root")
-                        if "://" in (getattr(FLAGS, name) or "")]
+                        if is_remote(getattr(FLAGS, name) or "")]
         if remote_paths:
             raise UserError(f"--runner {FLAGS.runner} cuts the data into files on this machine "
                             f"first, so {', '.join(remote_paths)} must be local: copy the data "
@@ -149,11 +151,19 @@ def _beam_pipeline_args():
     return None if FLAGS.beam_pipeline_args is None else shlex.split(FLAGS.beam_pipeline_args)
 
 
+def _configs() -> dict:
+    """The configs of the experiments the pipeline trains, by name."""
+    from lenet_keras import experiments
+    from lenet_keras.tfx_components import components
+
+    return {name: experiments.get_config(name) for name in (components.TUNED, components.TRANSFER)}
+
+
 def _create_pipeline(examples_folders, data_dir: str, metadata_path=None):
     from lenet_keras.tfx_components import components
     policy = precision.resolve(FLAGS.precision).policy  # `auto` logs what it picks, once
     return components.create_pipeline(
-        examples_folders, data_dir, FLAGS.pipeline_root, FLAGS.serving_base,
+        _configs(), examples_folders, data_dir, FLAGS.pipeline_root, FLAGS.serving_base,
         metadata_path=metadata_path, epochs=FLAGS.epochs, max_trials=FLAGS.max_trials,
         tuner=FLAGS.tuner, precision=policy, min_accuracy=FLAGS.min_accuracy,
         max_accuracy_drop=FLAGS.max_accuracy_drop, beam_pipeline_args=_beam_pipeline_args())
@@ -165,7 +175,7 @@ def run(metadata_path: str) -> dict:
     from lenet_keras.tfx_components import components, runners
 
     data_dir = os.path.abspath(tfds_source.default_data_dir(FLAGS.data_dir))
-    folders = components.export_examples(data_dir, FLAGS.pipeline_root)
+    folders = components.export_examples(_configs(), data_dir, FLAGS.pipeline_root)
     pipeline = _create_pipeline(folders, data_dir, metadata_path)
     try:
         return runners.run_pipeline(pipeline, metadata_path, FLAGS.runner)

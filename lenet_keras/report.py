@@ -27,6 +27,7 @@ cli.require_writable_folder("out_dir")
 
 def main() -> None:
     from lenet_keras.errors import UserError
+    from lenet_keras.experiments import STUDY_ORDER
     from lenet_keras.reporting import search_section
     from lenet_keras.reporting.document import write_report
 
@@ -38,7 +39,7 @@ def main() -> None:
         tune_dir = None
     else:  # its readers import TensorFlow: quietly, as every command that uses it does
         cli.import_tensorflow()
-    print(write_report(FLAGS.model_dir, FLAGS.out_dir, tune_dir))
+    print(write_report(FLAGS.model_dir, FLAGS.out_dir, tune_dir, STUDY_ORDER))
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ cli.require_writable_folder("model_dir")
 
 def resolve_configs(exp: str):
     """The configs `--exp` names, with flag overrides applied, in the order they must run."""
-    import experiments
+    from lenet_keras import experiments
 
     names = experiments.STUDY_ORDER if exp == "all" else (exp,)
     configs = [experiments.get_config(name) for name in names]
@@ -86,7 +86,7 @@ def resolve_configs(exp: str):
 
         configs = space.apply_file(configs, FLAGS.hparams)
     configs = [
-        config.replace(epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
+        config.replace_given(epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
                        learning_rate=FLAGS.learning_rate, seed=FLAGS.seed)
         for config in configs
     ]
@@ -149,13 +149,14 @@ def main() -> None:
     if study is not None and writes:
         import os
 
+        from lenet_keras.experiments import STUDY_ORDER
         from lenet_keras.reporting.document import write_study_report
         from lenet_keras.search.layout import DEFAULT_TUNE_DIR
 
         # The search the tuned experiment's --hparams came from; else where `tune` writes one.
         tune_dir = os.path.dirname(os.path.abspath(FLAGS.hparams)) if FLAGS.hparams else DEFAULT_TUNE_DIR
         try:
-            print(f"report: {write_study_report(FLAGS.model_dir, tune_dir)}")
+            print(f"report: {write_study_report(FLAGS.model_dir, tune_dir, study_order=STUDY_ORDER)}")
         finally:  # the experiments are finished whatever became of the report
             study.end()
 

@@ -19,13 +19,13 @@ from __future__ import annotations
 from absl import flags, logging
 
 from lenet_keras import cli
-from lenet_keras.search.layout import DEFAULT_TUNE_DIR
+from lenet_keras.search.layout import DEFAULT_TUNE_DIR, TUNERS
 from lenet_keras.training import precision
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).")
 flags.DEFINE_string("tune_dir", DEFAULT_TUNE_DIR, "Where the search and its results are written.")
-flags.DEFINE_enum("tuner", "hyperband", ["hyperband", "random", "bayesian"], "keras-tuner algorithm.")
+flags.DEFINE_enum("tuner", "hyperband", list(TUNERS), "keras-tuner algorithm.")
 flags.DEFINE_integer(
     "max_trials", None,
     "Cap on the number of trials (models trained). random/bayesian: the trials to run (default "
@@ -77,8 +77,7 @@ def run() -> str:
     import keras
     import tensorflow as tf
 
-    import experiments
-    from lenet_keras import data
+    from lenet_keras import data, experiments
     from lenet_keras.search import tuner as tuning
 
     if FLAGS.tf_threads:

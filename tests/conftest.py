@@ -81,7 +81,7 @@ def data_dir(tmp_path_factory) -> str:
 def trained_dir(tmp_path_factory, data_dir) -> str:
     """A model_dir where the study's three experiments have run for 1 epoch, in this process (fast
     tests read it; the `train --exp all` CLI itself is tested by ``study``); read-only."""
-    import experiments
+    from lenet_keras import experiments
     from lenet_keras.training.run import run_experiment
 
     model_dir = str(tmp_path_factory.mktemp("trained"))

@@ -15,7 +15,7 @@ import zipfile
 
 import pytest
 
-import experiments
+from lenet_keras import experiments
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow

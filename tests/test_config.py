@@ -1,8 +1,11 @@
 """Named experiments are the single source of hyperparameters; overrides are validated."""
 
+import json
+
 import pytest
 
-import experiments
+from lenet_keras import experiments
+from lenet_keras.config import ExperimentConfig
 from lenet_keras.errors import UserError
 
 
@@ -22,10 +25,25 @@ def test_experiments_match_the_seed():
     assert experiments.STUDY_ORDER == ("vanilla", "tuned", "transfer")
 
 
-def test_overrides_replace_fields_and_none_means_keep():
-    config = experiments.get_config("vanilla").replace(epochs=2, batch_size=None, learning_rate=0.01)
+def test_flag_values_replace_fields_and_a_flag_not_given_keeps_it():
+    config = experiments.get_config("vanilla").replace_given(epochs=2, batch_size=None,
+                                                             learning_rate=0.01)
     assert (config.epochs, config.batch_size, config.learning_rate) == (2, 64, 0.01)
     assert experiments.get_config("vanilla").epochs == 10  # frozen: the registry is untouched
+
+
+def test_replace_can_clear_an_optional_field_and_refuses_clearing_a_required_one():
+    transfer = experiments.get_config("transfer")
+    assert transfer.replace(source_experiment=None).source_experiment is None
+    folder = transfer.replace(image_dir="/data/flowers", dataset="folder:flowers")
+    assert folder.replace(image_dir=None, dataset="stl10").image_dir is None
+    with pytest.raises(UserError, match="epochs must be a positive integer, got None"):
+        transfer.replace(epochs=None)
+
+
+def test_a_saved_config_reads_back_equal():
+    config = experiments.get_config("transfer").replace(image_dir="/data/flowers")
+    assert ExperimentConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
 @pytest.mark.parametrize("field,value", [("epochs", 0), ("batch_size", -1), ("learning_rate", 0.0),

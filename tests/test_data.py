@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import experiments
-from lenet_keras import data
+from lenet_keras import data, experiments
 from lenet_keras.data import tfds_source
 from lenet_keras.errors import UserError
 from tests.conftest import TEST_EXAMPLES, TRAIN_EXAMPLES

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import experiments
-from lenet_keras import data, models
+from lenet_keras import data, experiments, models
 from lenet_keras.errors import UserError
 from lenet_keras.training import custom_loop, distribute
 from lenet_keras.training.run import run_experiment
@@ -42,8 +41,15 @@ def test_batch_is_per_replica_unless_global_is_given():
 
 
 @pytest.mark.parametrize("tf_config, needle", [
-    ("{not json", "not a valid cluster description"),
+    ("{not json", r"not a valid cluster description \(JSONDecodeError"),
+    ("[]", "not a valid cluster description"),
     ('{"cluster": {"worker": ["127.0.0.1:1"]}}', "not a valid cluster description"),
+    ('{"task": {"type": "worker", "index": 0}}', "not a valid cluster description"),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": "x"}}',
+     r"not a valid cluster description \(ValueError"),
+    ('{"cluster": {"worker": "127.0.0.1:1"}, "task": {"type": "worker", "index": 0}}',
+     r"not a valid cluster description \(TypeError"),
+    ('{"cluster": 3, "task": {"type": "worker", "index": 0}}', "not a valid cluster description"),
     ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}',
      "is not a chief or worker"),
     ('{"cluster": {"ps": ["127.0.0.1:1"]}, "task": {"type": "ps", "index": 0}}',
@@ -51,8 +57,18 @@ def test_batch_is_per_replica_unless_global_is_given():
 ])
 def test_bad_tf_config_is_refused_before_any_cluster_starts(monkeypatch, tf_config, needle):
     monkeypatch.setenv("TF_CONFIG", tf_config)
-    with pytest.raises(UserError, match=needle):
+    with pytest.raises(UserError, match=needle) as refused:
         distribute.resolve_strategy("multi_worker")
+    assert "\n" not in str(refused.value)
+
+
+def test_a_valid_tf_config_passes_the_check_as_tf_distribute_reads_it(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2", "127.0.0.1:3"]},
+        "task": {"type": "worker", "index": 1}}))
+    resolver = distribute._tf_config_cluster()  # what MultiWorkerMirroredStrategy is then given
+    assert (resolver.task_type, resolver.task_id) == ("worker", 1)
+    assert resolver.cluster_spec().as_dict()["worker"] == ["127.0.0.1:2", "127.0.0.1:3"]
 
 
 def test_unknown_strategy_names_the_choices():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lenet_keras import models
+from lenet_keras import experiments, models
 from lenet_keras.data.synthetic import class_images
 from lenet_keras.errors import UserError
 from lenet_keras.serving import export, litert
@@ -22,6 +22,8 @@ from lenet_keras.serving import load as serving
 from lenet_keras.serving.classify import predict_files
 from tests.conftest import assert_one_line_error, run_cli
 from tests.test_predict import image_files  # noqa: F401  (the fixture: real PNG/JPEG files)
+
+TRANSFER = experiments.get_config("transfer")
 
 CALIBRATION = 32  # a few hundred in the product; enough here to calibrate and fast
 
@@ -55,7 +57,7 @@ def exports(confident, tmp_path_factory):
 def transfer_export(trained_dir, data_dir, tmp_path_factory):
     """(export_base, version folder, parity) of the 1-epoch transfer model, as the command does."""
     base = str(tmp_path_factory.mktemp("litert_transfer"))
-    return (base, *lx.export_trained_litert("transfer", trained_dir, base, data_dir=data_dir))
+    return (base, *lx.export_trained_litert(TRANSFER, trained_dir, base, data_dir=data_dir))
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +223,7 @@ def test_labels_txt_is_class_names_in_class_id_order_and_no_version_is_overwritt
         assert f.read() == "".join(f"{name}\n" for name in expected)
     assert expected[:3] == ["airplane", "bird", "car"]
     with pytest.raises(UserError, match="already exists and versions are never overwritten"):
-        lx.export_trained_litert("transfer", trained_dir, base, version=1, data_dir=data_dir)
+        lx.export_trained_litert(TRANSFER, trained_dir, base, version=1, data_dir=data_dir)
 
 
 def test_an_interrupted_export_leaves_no_version_folder(confident, tmp_path, monkeypatch):

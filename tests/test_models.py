@@ -4,8 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-import experiments
-from lenet_keras import models
+from lenet_keras import experiments, models
 
 
 def layer_types(model):

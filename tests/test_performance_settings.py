@@ -8,8 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-import experiments
-from lenet_keras import models
+from lenet_keras import experiments, models
 from lenet_keras.errors import UserError
 
 

@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import experiments
-from experiments import vanilla as vanilla_module
-from lenet_keras import models
+from lenet_keras import experiments, models
 from lenet_keras.config import PRECISIONS
 from lenet_keras.errors import UserError
+from lenet_keras.experiments import vanilla as vanilla_module
 from lenet_keras.training import custom_loop, precision
 from lenet_keras.training.run import run_experiment
 from tests.conftest import run_cli

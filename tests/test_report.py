@@ -12,6 +12,7 @@ import pytest
 from matplotlib.colors import to_rgb
 from PIL import Image
 
+from lenet_keras import experiments
 from lenet_keras.data import synthetic as synthetic_data
 from lenet_keras.errors import UserError
 from lenet_keras.reporting import plots
@@ -153,7 +154,7 @@ def test_missing_and_unreadable_runs_are_rows_not_crashes(trained_dir, tmp_path)
     ]
 
     shutil.rmtree(model_dir / "transfer")
-    table = comparison_table(find_runs(str(model_dir)))
+    table = comparison_table(find_runs(str(model_dir), experiments.STUDY_ORDER))
     transfer = _table_cells(table, "transfer")[1]
     assert transfer.startswith("missing") and "--exp transfer" in transfer
 

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lenet_keras import experiments
 from lenet_keras.errors import UserError
 from lenet_keras.reporting import document, plots
 from lenet_keras.reporting.markdown import escape
@@ -125,7 +126,7 @@ def test_a_failed_study_report_keeps_the_experiments_and_says_how_to_retry(
 
     monkeypatch.setattr(plots, "learning_curves", full_disk)
     with pytest.raises(UserError) as error:
-        document.write_study_report(str(nasty_model_dir))
+        document.write_study_report(str(nasty_model_dir), study_order=experiments.STUDY_ORDER)
     message = str(error.value)
     assert "No space left on device" in message and "kept in" in message
     assert f"python -m lenet_keras.report --model_dir {nasty_model_dir}" in message
@@ -137,7 +138,7 @@ def test_a_failed_study_report_keeps_the_experiments_and_says_how_to_retry(
     # A bug keeps its traceback (not a one-line UserError), after the line that says what is kept.
     monkeypatch.setattr(plots, "learning_curves", bug)
     with pytest.raises(ValueError, match="a bug in the report"):
-        document.write_study_report(str(nasty_model_dir))
+        document.write_study_report(str(nasty_model_dir), study_order=experiments.STUDY_ORDER)
     err = capsys.readouterr().err
     assert "kept in" in err and "python -m lenet_keras.report" in err
     assert sorted(os.listdir(nasty_model_dir / "transfer")) == before

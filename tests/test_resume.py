@@ -21,7 +21,7 @@ import time
 import keras
 import pytest
 
-import experiments
+from lenet_keras import experiments
 from lenet_keras.errors import UserError
 from lenet_keras.training import atomic, resume
 from lenet_keras.training.run import run_experiment

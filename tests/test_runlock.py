@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-import experiments
+from lenet_keras import experiments
 from lenet_keras.errors import UserError
 from lenet_keras.training.run import run_experiment
 from lenet_keras.training.runlock import LOCK_FILE, RunLock

@@ -10,8 +10,7 @@ import keras
 import keras_tuner as kt
 import pytest
 
-import experiments
-from lenet_keras import data
+from lenet_keras import data, experiments
 from lenet_keras.errors import UserError
 from lenet_keras.search import space as hparams
 from lenet_keras.search import tuner as tuning

@@ -9,8 +9,7 @@ import keras_tuner as kt
 import pytest
 from keras_tuner.src.backend import io as kt_io
 
-import experiments
-from lenet_keras import data
+from lenet_keras import data, experiments
 from lenet_keras.errors import UserError
 from lenet_keras.search import tuner as tuning
 

@@ -5,8 +5,7 @@ import json
 import keras_tuner as kt
 import pytest
 
-import experiments
-from lenet_keras import models
+from lenet_keras import experiments, models
 from lenet_keras.errors import UserError
 from lenet_keras.search import space as hparams
 

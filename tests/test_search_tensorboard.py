@@ -14,8 +14,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import api_pb2, metadata
 from tensorboard.util import tensor_util
 
-import experiments
-from lenet_keras import data
+from lenet_keras import data, experiments
 from lenet_keras.reporting import plots, search_section
 from lenet_keras.reporting.document import write_report
 from lenet_keras.search import durable, layout, space

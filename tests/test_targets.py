@@ -10,8 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-import experiments
-from lenet_keras import models
+from lenet_keras import experiments, models
 from lenet_keras.data import synthetic as synthetic_data
 from lenet_keras.data import targets
 from lenet_keras.errors import UserError

@@ -10,10 +10,10 @@ import keras_tuner as kt
 import pytest
 import tensorflow as tf
 
-import experiments
-from experiments import transfer, tuned, vanilla
+from lenet_keras import experiments
 from lenet_keras.data import synthetic
 from lenet_keras.errors import UserError
+from lenet_keras.experiments import transfer, tuned, vanilla
 from lenet_keras.search import space as hparams
 
 pytestmark = pytest.mark.slow  # each test trains models: seconds each (the fast set stays under 2 minutes)

@@ -120,9 +120,9 @@ def test_every_container_runs_the_image_and_the_modules_by_name(job):
     params = {name: pipeline_spec.root.dag.tasks[name].inputs.parameters for name in COMPONENTS}
     constant = {name: {key: value.runtime_value.constant_value.string_value for key, value in p.items()}
                 for name, p in params.items()}
-    assert constant["Tuner"]["tuner_fn"] == "experiments.tuned.tuner_fn"
-    assert constant["tuned_trainer"]["run_fn"] == "experiments.tuned.run_fn"
-    assert constant["transfer_trainer"]["run_fn"] == "experiments.transfer.run_fn"
+    assert constant["Tuner"]["tuner_fn"] == "lenet_keras.experiments.tuned.tuner_fn"
+    assert constant["tuned_trainer"]["run_fn"] == "lenet_keras.experiments.tuned.run_fn"
+    assert constant["transfer_trainer"]["run_fn"] == "lenet_keras.experiments.transfer.run_fn"
     # The cut inside the pipeline reproduces the training CLI's splits, from the remote data.
     assert json.loads(constant["stl10_examples"]["splits"]) == {
         "train": "train[:90%]", "eval": "train[90%:]", "test": "test"}
@@ -199,7 +199,7 @@ def test_the_in_pipeline_cut_writes_what_the_local_cut_does(data_dir, tmp_path):
     import tensorflow as tf
     from tfx import v1 as tfx
 
-    import experiments
+    from lenet_keras import experiments
     from lenet_keras.tfx_components import examples, executions
     from lenet_keras.tfx_components.tfds_example_gen import TfdsExampleGen
 

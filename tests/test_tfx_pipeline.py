@@ -137,7 +137,7 @@ def test_first_run_blesses_and_pushes_both_models(first_run, paths):
 @pytest.mark.parametrize("exp", sorted(MODELS.values()))
 def test_evaluator_scores_the_test_split_as_the_trainer_did(first_run, paths, exp):
     """TFMA through the tf_example signature computes the Keras model's own test accuracy."""
-    import experiments
+    from lenet_keras import experiments
     from lenet_keras.tfx_components import evaluation
 
     nodes = _nodes(paths, 0)

@@ -7,8 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-import experiments
-from lenet_keras import data
+from lenet_keras import data, experiments
 from lenet_keras.data import synthetic as synthetic_data
 from lenet_keras.training.run import run_experiment
 from tests.conftest import TEST_EXAMPLES, TRAIN_EXAMPLES, run_cli

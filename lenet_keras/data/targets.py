@@ -67,7 +67,7 @@ def folder_target(
         raise UserError(f"--target_dir {folder_layout.shown(path)} is not UTF-8: config.json "
                         "records it, so rename the folder or pass a link to it with a UTF-8 name")
     folder_layout.scan(path)  # structure only; decoding waits until the run needs the images
-    return config.replace(
+    return config.replace_given(  # a fraction not given keeps the config's
         dataset=f"folder:{os.path.basename(path)}",
         image_dir=path,
         val_fraction=val_fraction,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from matplotlib.figure import Figure
 
@@ -79,11 +79,12 @@ def figures(run: Run) -> Dict[str, Tuple[str, Callable[[], Figure]]]:
     return out
 
 
-def write_report(model_dir: str, out_dir: Optional[str] = None,
-                 tune_dir: Optional[str] = None) -> str:
+def write_report(model_dir: str, out_dir: Optional[str] = None, tune_dir: Optional[str] = None,
+                 study_order: Sequence[str] = ()) -> str:
     """Writes REPORT.md and its PNGs into ``out_dir`` (default <model_dir>/report); returns its path.
-    A search in ``tune_dir`` (``python -m lenet_keras.tune``) gets a section of its own."""
-    runs = find_runs(model_dir)
+    A search in ``tune_dir`` (``python -m lenet_keras.tune``) gets a section of its own. The runs
+    are ``find_runs(model_dir, study_order)``."""
+    runs = find_runs(model_dir, study_order)
     out_dir = out_dir or os.path.join(model_dir, REPORT_DIR)
     try:
         os.makedirs(out_dir, exist_ok=True)
@@ -127,14 +128,15 @@ def write_report(model_dir: str, out_dir: Optional[str] = None,
     return path
 
 
-def write_study_report(model_dir: str, tune_dir: Optional[str] = None) -> str:
+def write_study_report(model_dir: str, tune_dir: Optional[str] = None, *,
+                       study_order: Sequence[str]) -> str:
     """``write_report`` at the end of ``train --exp all``, whose experiments are finished and
     published by then: a failure the user can fix is one UserError that says they are kept and how
     to retry the report alone; a bug keeps its traceback (exit 1), after a line saying the same."""
     retry = f"`python -m lenet_keras.report --model_dir {model_dir}`"
     kept = f"the experiments finished and are kept in {model_dir}, but the report failed"
     try:
-        return write_report(model_dir, tune_dir=tune_dir)
+        return write_report(model_dir, tune_dir=tune_dir, study_order=study_order)
     except (UserError, OSError) as exc:
         raise UserError(f"{kept} ({first_line(exc)}): fix that and retry the report with "
                         f"{retry}") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -52,18 +52,17 @@ def load_run(model_dir: str, name: str) -> Run:
     return run
 
 
-def find_runs(model_dir: str) -> List[Run]:
-    """The study's experiments in study order, then any other run found in ``model_dir``."""
-    from experiments import STUDY_ORDER
-
+def find_runs(model_dir: str, study_order: Sequence[str] = ()) -> List[Run]:
+    """The experiments of ``study_order`` in that order (one not trained yet says how to train it),
+    then any other run found in ``model_dir``, by name."""
     if not os.path.isdir(model_dir):
         what = "is not a directory" if os.path.exists(model_dir) else "does not exist"
         raise UserError(f"--model_dir {model_dir} {what}: train first with {_train_command(model_dir)}")
     extra = sorted(
         name for name in os.listdir(model_dir)
-        if name not in STUDY_ORDER and os.path.isfile(os.path.join(model_dir, name, METRICS_FILE))
+        if name not in study_order and os.path.isfile(os.path.join(model_dir, name, METRICS_FILE))
     )
-    runs = [load_run(model_dir, name) for name in (*STUDY_ORDER, *extra)]
+    runs = [load_run(model_dir, name) for name in (*study_order, *extra)]
     if not any(run.metrics for run in runs):
         raise UserError(
             f"no finished runs in {model_dir} (no <exp>/{METRICS_FILE}): "

@@ -1,7 +1,10 @@
-"""The files a search leaves in its ``--tune_dir``; importing this imports nothing heavy, so the
-report can look for a search without loading keras-tuner."""
+"""The files a search leaves in its ``--tune_dir``, and the tuners that run one; importing this
+imports nothing heavy, so the report can look for a search, and tune and pipeline check --tuner,
+without loading keras-tuner."""
 
 import os
+
+TUNERS = ("hyperband", "random", "bayesian")  # keras-tuner's algorithms; search.json's "tuner"
 
 DEFAULT_TUNE_DIR = os.path.join("saved_models", "tuning")  # tune's and report's --tune_dir
 PROJECT = "lenet5"  # keras-tuner's project folder: oracle.json, trial_<id>/trial.json

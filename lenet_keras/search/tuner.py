@@ -25,11 +25,11 @@ from lenet_keras.search.layout import (
     SEARCH_FILE,
     SUMMARY_FILE,
     TENSORBOARD_DIR,
+    TUNERS,
     tensorboard_dir,
 )
 from lenet_keras.training import atomic
 
-TUNERS = ("hyperband", "random", "bayesian")
 IDLE_WAIT_S = 1.0  # a worker told to wait for other trials asks again after this long
 DEFAULT_MAX_TRIALS = 30  # random/bayesian; a full Hyperband at max_epochs=20, factor=3 runs 30
 

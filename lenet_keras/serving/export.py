@@ -107,9 +107,6 @@ def trained_model_path(exp: Optional[str], model_dir: str,
         if stem == "model":  # training's <model_dir>/<exp>/model.keras: the folder names it
             stem = os.path.basename(os.path.dirname(os.path.abspath(source_model)))
         return source_model, f"lenet_{exp or stem}"
-    if exp:
-        import experiments
-
-        experiments.get_config(exp)  # UserError for an unknown name
+    if exp:  # a name the command checked against the experiments
         return os.path.join(model_dir, exp, MODEL_FILE), f"lenet_{exp}"
     raise UserError("say what to export: --exp vanilla|tuned|transfer or --source_model PATH")

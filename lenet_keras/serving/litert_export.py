@@ -177,9 +177,9 @@ def export_litert(model, class_names: Sequence[str], export_base: str, model_nam
     return final, parity
 
 
-def run_config(model_path: str, exp: Optional[str]) -> ExperimentConfig:
+def run_config(model_path: str, experiment: Optional[ExperimentConfig]) -> ExperimentConfig:
     """The config the model was trained with (config.json beside it: the data it really used,
-    e.g. a transfer retargeted to a folder), else the named experiment's."""
+    e.g. a transfer retargeted to a folder), else ``experiment``, the one --exp named."""
     path = os.path.join(os.path.dirname(os.path.abspath(model_path)), CONFIG_FILE)
     try:
         with open(path) as f:
@@ -188,10 +188,8 @@ def run_config(model_path: str, exp: Optional[str]) -> ExperimentConfig:
         saved = None
     if isinstance(saved, dict):
         return ExperimentConfig.from_dict(saved)
-    if exp:
-        import experiments
-
-        return experiments.get_config(exp)
+    if experiment is not None:
+        return experiment
     raise UserError(f"no {CONFIG_FILE} beside {model_path} to say which data it was trained on: "
                     "pass --exp to check parity on that experiment's data")
 
@@ -220,23 +218,24 @@ def experiment_images(config: ExperimentConfig, data_dir: Optional[str],
     return np.stack(calibration_images), test_images, test_labels
 
 
-def export_trained_litert(exp: Optional[str], model_dir: str, export_base: str,
+def export_trained_litert(experiment: Optional[ExperimentConfig], model_dir: str, export_base: str,
                           model_name: Optional[str] = None, version: Optional[int] = None,
                           source_model: Optional[str] = None, quantize: str = "none",
                           data_dir: Optional[str] = None, calibration: int = CALIBRATION_IMAGES,
                           allow_below_floor: bool = False) -> Tuple[str, Parity]:
-    """What ``python -m lenet_keras.export --format litert`` does."""
+    """What ``python -m lenet_keras.export --format litert`` does; ``experiment`` is the config
+    of the experiment --exp names."""
     if quantize not in litert.QUANTIZATIONS:
         raise UserError(f"--quantize must be one of {', '.join(litert.QUANTIZATIONS)}, "
                         f"got {quantize!r}")
     if calibration <= 0:
         raise UserError(f"--calibration_images must be a positive integer, got {calibration}")
-    path, default_name = trained_model_path(exp, model_dir, source_model)
+    path, default_name = trained_model_path(experiment and experiment.name, model_dir, source_model)
     model_name = model_name or default_name
     # A taken --version or a bad name fails now, not after reading the data.
     new_version_folder(os.path.join(export_base, litert.LITERT_FOLDER), model_name, version)
     model, class_names = load_trained(path)
-    config = run_config(path, exp)
+    config = run_config(path, experiment)
     calibration_images, test_images, test_labels = experiment_images(
         config, data_dir, calibration if quantize == "int8" else 0)
     return export_litert(model, class_names, export_base, model_name, version, quantize,

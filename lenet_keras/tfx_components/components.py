@@ -14,10 +14,12 @@ pick their checkpoint) on eval and read test only for the final evaluation; each
 its Trainer's model on test (docs/tfx.md says why), against a floor and against its baseline, the
 last model of *the same trainer* its Evaluator blessed (a Resolver over the channels of that
 trainer and that evaluator only). A Pusher pushes only a blessed model. The modules are named by
-dotted paths (``experiments.tuned.run_fn``), so they run as the installed package, not as a
+dotted paths (``lenet_keras.experiments.tuned.run_fn``), so they run as the installed package, not as a
 ``module_file`` TFX would repackage as flat modules. TFX's cache key then holds only the names, so
 every module's ``custom_config`` carries ``code_version``, a digest of the package's sources:
-changed code reruns the components, unchanged code is cached.
+changed code reruns the components, unchanged code is cached. The experiments' configs come from
+the command (``lenet_keras.pipeline``), which resolves their names; the dotted ``run_fn`` and
+``tuner_fn`` are those same experiments' modules.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from typing import Dict, Mapping, Optional, Sequence
 
 from tfx import v1 as tfx
 
-import experiments
 import lenet_keras
+from lenet_keras.config import ExperimentConfig
 from lenet_keras.data import tfds_source
 from lenet_keras.tfx_components import evaluation, examples
+from lenet_keras.tfx_components.uris import local_or_remote
 
 PIPELINE_NAME = "lenet_keras"
 REMOTE_PIPELINE_NAME = "lenet-keras"  # Kubeflow's names allow no underscore
@@ -55,42 +58,35 @@ def default_metadata_path(pipeline_root: str) -> str:
 
 
 def code_version() -> str:
-    """A digest of the ``.py`` sources of the lenet_keras and experiments packages this process
-    runs: TFX's cache does not see code behind a dotted ``run_fn``, but it sees custom_config."""
+    """A digest of the ``.py`` sources of the lenet_keras package (lenet_keras.experiments too) this
+    process runs: TFX's cache does not see code behind a dotted ``run_fn``, but it sees
+    custom_config."""
     digest = hashlib.sha256()
-    for package in (lenet_keras, experiments):
-        root = os.path.dirname(os.path.abspath(package.__file__))
-        for folder, subfolders, files in os.walk(root):
-            subfolders[:] = sorted(s for s in subfolders if s != "__pycache__")
-            for name in sorted(f for f in files if f.endswith(".py")):
-                path = os.path.join(folder, name)
-                with open(path, "rb") as f:
-                    digest.update(f"{package.__name__}/{os.path.relpath(path, root)}\0".encode())
-                    digest.update(f.read())
+    root = os.path.dirname(os.path.abspath(lenet_keras.__file__))
+    # followlinks: in a checkout lenet_keras/experiments is a link to the repository's experiments/.
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        subfolders[:] = sorted(s for s in subfolders if s != "__pycache__")
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                digest.update(f"lenet_keras/{os.path.relpath(path, root)}\0".encode())
+                digest.update(f.read())
     return digest.hexdigest()[:16]
 
 
-def export_examples(data_dir: Optional[str], pipeline_root: str) -> Dict[str, str]:
-    """Experiment name -> the ImportExampleGen input folder of its data set, split as it trains."""
+def export_examples(configs: Mapping[str, ExperimentConfig], data_dir: Optional[str],
+                    pipeline_root: str) -> Dict[str, str]:
+    """Experiment name -> the ImportExampleGen input folder of its data set, split as it trains;
+    ``configs`` are the TUNED and TRANSFER experiments' configs."""
     root = os.path.join(os.path.abspath(pipeline_root), "examples")
     data_dir = os.path.abspath(tfds_source.default_data_dir(data_dir))
-    configs = {name: experiments.get_config(name) for name in (TUNED, TRANSFER)}
     examples.check_prepared([config.dataset for config in configs.values()], data_dir)
     return {name: examples.export(config.dataset, data_dir, root, examples.split_instructions(config))
             for name, config in configs.items()}
 
 
-def is_remote(path: str) -> bool:
-    """A URI of another filesystem (``gs://...``), which only a remote run may be given."""
-    return "://" in path
-
-
-def _local_or_remote(path: str) -> str:
-    return path if is_remote(path) else os.path.abspath(path)
-
-
-def _example_gen(experiment: str, examples_folders: Optional[Mapping[str, str]], data_dir: str):
-    config = experiments.get_config(experiment)
+def _example_gen(config: ExperimentConfig, examples_folders: Optional[Mapping[str, str]],
+                 data_dir: str):
     if examples_folders is None:  # remote: the cut is a step of the pipeline
         from lenet_keras.tfx_components.tfds_example_gen import TfdsExampleGen
 
@@ -100,7 +96,7 @@ def _example_gen(experiment: str, examples_folders: Optional[Mapping[str, str]],
     else:
         split = tfx.proto.Input.Split
         component = tfx.components.ImportExampleGen(
-            input_base=examples_folders[experiment],
+            input_base=examples_folders[config.name],
             input_config=tfx.proto.Input(splits=[split(name=name, pattern=f"{name}/*")
                                                  for name in examples.SPLIT_FIELDS]),
         )
@@ -114,9 +110,10 @@ def _tune_dir(pipeline_root: str, tuner_config: Mapping, examples_source: str) -
     return f"{pipeline_root.rstrip('/')}/tuning/{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
-def _evaluated_pusher(experiment: str, trainer, examples_gen, serving_base: str,
+def _evaluated_pusher(config: ExperimentConfig, trainer, examples_gen, serving_base: str,
                       min_accuracy: float, max_accuracy_drop: float) -> list:
     """The Resolver of ``trainer``'s baseline, the Evaluator, and the Pusher it gates."""
+    experiment = config.name
     evaluator_id = f"{experiment}_evaluator"
     # The last model of this trainer that this trainer's Evaluator blessed: Channels filtered by
     # producer, so the transfer model is never compared with the tuned one.
@@ -134,7 +131,7 @@ def _evaluated_pusher(experiment: str, trainer, examples_gen, serving_base: str,
         example_splits=[evaluation.EVAL_SPLIT],
         eval_config=evaluation.eval_config(
             min_accuracy, max_accuracy_drop,
-            with_top5=experiments.get_config(experiment).dataset in TOP5_DATASETS),
+            with_top5=config.dataset in TOP5_DATASETS),
     ).with_id(evaluator_id)
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
@@ -147,6 +144,7 @@ def _evaluated_pusher(experiment: str, trainer, examples_gen, serving_base: str,
 
 
 def create_pipeline(
+    configs: Mapping[str, ExperimentConfig],
     examples_folders: Optional[Mapping[str, str]],
     data_dir: str,
     pipeline_root: str,
@@ -161,7 +159,8 @@ def create_pipeline(
     max_accuracy_drop: float = evaluation.DEFAULT_MAX_ACCURACY_DROP,
     beam_pipeline_args: Optional[Sequence[str]] = None,
 ) -> tfx.dsl.Pipeline:
-    """The pipeline over ``examples_folders`` (``export_examples``'s answer); cache enabled.
+    """The pipeline of the TUNED and TRANSFER experiments (``configs``, name -> config) over
+    ``examples_folders`` (``export_examples``'s answer); cache enabled.
 
     ``examples_folders=None`` makes the remote pipeline: the TFDS cut is its first step, and no
     path is made absolute or read here (they are ``gs://`` URIs, and ML Metadata is the
@@ -171,7 +170,7 @@ def create_pipeline(
     """
     remote = examples_folders is None
     pipeline_root, serving_base, data_dir = (
-        _local_or_remote(path) for path in (pipeline_root, serving_base, data_dir))
+        local_or_remote(path) for path in (pipeline_root, serving_base, data_dir))
     common = {"data_dir": data_dir, "precision": precision, "code_version": code_version()}
     if epochs is not None:
         common["epochs"] = epochs
@@ -181,11 +180,11 @@ def create_pipeline(
     tuner_config["tune_dir"] = _tune_dir(
         pipeline_root, tuner_config, data_dir if remote else examples_folders[TUNED])
 
-    tuned_examples = _example_gen(TUNED, examples_folders, data_dir)
-    transfer_examples = _example_gen(TRANSFER, examples_folders, data_dir)
+    tuned_examples = _example_gen(configs[TUNED], examples_folders, data_dir)
+    transfer_examples = _example_gen(configs[TRANSFER], examples_folders, data_dir)
     search = tfx.components.Tuner(
         examples=tuned_examples.outputs["examples"],
-        tuner_fn="experiments.tuned.tuner_fn",
+        tuner_fn="lenet_keras.experiments.tuned.tuner_fn",
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),  # the Tuner never sees test
         custom_config=tuner_config,
@@ -193,7 +192,7 @@ def create_pipeline(
     tuned_trainer = tfx.components.Trainer(
         examples=tuned_examples.outputs["examples"],
         hyperparameters=search.outputs["best_hyperparameters"],
-        run_fn="experiments.tuned.run_fn",
+        run_fn="lenet_keras.experiments.tuned.run_fn",
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["eval", "test"]),  # test: the final evaluation only
         custom_config=common,
@@ -201,7 +200,7 @@ def create_pipeline(
     transfer_trainer = tfx.components.Trainer(
         examples=transfer_examples.outputs["examples"],
         base_model=tuned_trainer.outputs["model"],
-        run_fn="experiments.transfer.run_fn",
+        run_fn="lenet_keras.experiments.transfer.run_fn",
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["eval", "test"]),
         custom_config=common,
@@ -211,9 +210,9 @@ def create_pipeline(
         pipeline_name=REMOTE_PIPELINE_NAME if remote else PIPELINE_NAME,
         pipeline_root=pipeline_root,
         components=[tuned_examples, transfer_examples, search, tuned_trainer, transfer_trainer,
-                    *_evaluated_pusher(TUNED, tuned_trainer, tuned_examples, serving_base,
+                    *_evaluated_pusher(configs[TUNED], tuned_trainer, tuned_examples, serving_base,
                                        *thresholds),
-                    *_evaluated_pusher(TRANSFER, transfer_trainer, transfer_examples, serving_base,
+                    *_evaluated_pusher(configs[TRANSFER], transfer_trainer, transfer_examples, serving_base,
                                        *thresholds)],
         enable_cache=True,
         metadata_connection_config=None if remote else

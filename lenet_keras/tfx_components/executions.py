@@ -10,7 +10,7 @@ and to say where each model was pushed; the tests read them to check what ran.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
@@ -76,14 +76,22 @@ def node_executions(store: mlmd.MetadataStore, run_id: int,
     return found
 
 
-def stopped_at(node_ids: Sequence[str], executions: Dict[str, NodeExecution]) -> str:
-    """The node a failed run stopped at: ``LocalDagRunner`` runs ``node_ids`` in this order and
-    stops at the first failure, so it is the first one without a finished execution."""
-    for node_id in node_ids:
-        execution = executions.get(node_id)
-        if execution is None or execution.state not in SUCCEEDED:
-            return node_id
-    return node_ids[-1]
+def stopped_at(upstream: Mapping[str, Sequence[str]], executions: Dict[str, NodeExecution]) -> str:
+    """The node a failed run stopped at, whatever order the runner ran them in (``LocalDagRunner``
+    one at a time, ``BeamDagRunner`` as Beam steps, independent nodes in either order). TFX's
+    launcher records an executor that raised as a FAILED execution, so that node; with none (a
+    node that failed before its execution was recorded, e.g. resolving its inputs), the nodes that
+    could have started, every node of ``upstream[node]`` finished, but did not finish."""
+    failed = sorted(node for node, execution in executions.items() if execution.state == "FAILED")
+    if failed:
+        return " and ".join(failed)
+
+    def finished(node: str) -> bool:
+        return node in executions and executions[node].state in SUCCEEDED
+
+    ready = [node for node, before in upstream.items()
+             if not finished(node) and all(finished(u) for u in before)]
+    return " or ".join(ready) or "(none recorded as failed in ML Metadata)"
 
 
 def pushed_to(execution: NodeExecution) -> Optional[str]:

@@ -52,7 +52,8 @@ class ComponentFailed(UserError):
 def _stopped_at(pipeline, store, earlier_runs) -> str:
     new_runs = sorted(set(executions.run_ids(store)) - earlier_runs)
     found = executions.node_executions(store, new_runs[-1], PIPELINE_NAME) if new_runs else {}
-    return executions.stopped_at([component.id for component in pipeline.components], found)
+    upstream = {node.id: [u.id for u in node.upstream_nodes] for node in pipeline.components}
+    return executions.stopped_at(upstream, found)
 
 
 def _dag_runner(runner: str):

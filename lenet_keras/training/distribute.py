@@ -11,7 +11,6 @@ writes into ``--model_dir``, the others write into a temporary folder that is re
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import shutil
 import tempfile
@@ -27,30 +26,38 @@ STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 WORKER_TASK_TYPES = ("chief", "worker")
 
 
-def _multi_worker_strategy() -> tf.distribute.Strategy:
-    raw = os.environ.get("TF_CONFIG")
-    if not raw:
-        logging.warning("TF_CONFIG is not set: --strategy multi_worker trains as a single worker")
-    else:
-        try:
-            tf_config = json.loads(raw)
-            cluster, task = tf_config["cluster"], tf_config["task"]
-            task_type, task_id = task["type"], int(task["index"])
-            peers = cluster[task_type]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UserError(
-                f"TF_CONFIG is not a valid cluster description ({type(exc).__name__}: "
-                f"{first_line(exc)}): set it to "
-                '{"cluster": {"worker": ["host:port", ...]}, '
-                '"task": {"type": "worker", "index": N}}'
-            ) from None
-        if task_type not in WORKER_TASK_TYPES or not 0 <= task_id < len(peers):
-            raise UserError(
-                f"TF_CONFIG task {task_type}:{task_id} is not a chief or worker of its cluster: "
-                "multi_worker runs one process per cluster.worker (and cluster.chief) entry"
-            )
+_TF_CONFIG_FORM = '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": N}}'
+
+
+def _tf_config_cluster() -> Optional[tf.distribute.cluster_resolver.ClusterResolver]:
+    """TF_CONFIG's cluster as tf.distribute reads it, checked before any cluster starts; None
+    when TF_CONFIG is not set."""
+    if not os.environ.get("TF_CONFIG"):
+        return None
     try:
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+        cluster = resolver.cluster_spec().as_dict()
+        task_type, task_id = resolver.task_type, resolver.task_id
+    except (ValueError, TypeError, AttributeError) as exc:  # bad JSON, index, or cluster entries
+        raise UserError(f"TF_CONFIG is not a valid cluster description ({type(exc).__name__}: "
+                        f"{first_line(exc)}): set it to {_TF_CONFIG_FORM}") from None
+    if not cluster or task_type is None or task_id is None:
+        raise UserError("TF_CONFIG is not a valid cluster description (it needs cluster, task.type "
+                        f"and task.index): set it to {_TF_CONFIG_FORM}")
+    if task_type not in WORKER_TASK_TYPES or not 0 <= task_id < len(cluster.get(task_type, ())):
+        raise UserError(
+            f"TF_CONFIG task {task_type}:{task_id} is not a chief or worker of its cluster: "
+            "multi_worker runs one process per cluster.worker (and cluster.chief) entry"
+        )
+    return resolver
+
+
+def _multi_worker_strategy() -> tf.distribute.Strategy:
+    resolver = _tf_config_cluster()
+    if resolver is None:
+        logging.warning("TF_CONFIG is not set: --strategy multi_worker trains as a single worker")
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as exc:
         raise UserError(
             f"cannot start multi-worker training from TF_CONFIG: {first_line(exc)}"
