@@ -63,13 +63,13 @@ def main() -> None:
 
     import numpy as np
 
-    from lenet_keras import models
+    from lenet_keras import experiments, models
     from lenet_keras.serving import batch_norm_fold, export, litert
     from lenet_keras.serving import litert_export as lx
 
     path = os.path.join(args.model_dir, args.exp, "model.keras")
     model, names = export.load_trained(path)
-    config = lx.run_config(path, args.exp)
+    config = lx.run_config(path, experiments.get_config(args.exp))
     calibration, test_images, test_labels = lx.experiment_images(config, args.data_dir,
                                                                  args.calibration)
     model = models.with_precision(model, "float32")

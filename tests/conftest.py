@@ -106,7 +106,7 @@ def hard_data_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def hard_trained_dir(tmp_path_factory, hard_data_dir) -> str:
     """The study's three experiments trained 3 epochs on ``hard_data_dir``; read-only."""
-    import experiments
+    from lenet_keras import experiments
     from lenet_keras.training.run import run_experiment
 
     model_dir = str(tmp_path_factory.mktemp("hard_trained"))

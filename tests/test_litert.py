@@ -149,8 +149,9 @@ def test_int8_publishes_with_default_flags_at_real_difficulty(hard_trained_dir, 
                                                                tmp_path, exp):
     """Models as unsure as LeNet-5 on real CIFAR-100 (close classes): int8 rounding flips close
     calls, but accuracy holds, so every int8 export publishes, as the command runs it."""
-    folder, parity = lx.export_trained_litert(exp, hard_trained_dir, str(tmp_path),
-                                              quantize="int8", data_dir=hard_data_dir)
+    folder, parity = lx.export_trained_litert(experiments.get_config(exp), hard_trained_dir,
+                                              str(tmp_path), quantize="int8",
+                                              data_dir=hard_data_dir)
     assert os.path.exists(os.path.join(folder, litert.MODEL_FILE))
     with open(os.path.join(hard_trained_dir, exp, "metrics.json")) as f:
         keras_accuracy = json.load(f)["test_accuracy"]
