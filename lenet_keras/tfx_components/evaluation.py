@@ -24,7 +24,11 @@ LABEL_FEATURE = "label"
 # A floor far above chance for both models (CIFAR-100 1%, STL-10 10%) and far below what the study's
 # models reach on the real data; docs/tfx.md gives the numbers.
 DEFAULT_MIN_ACCURACY = 0.2
-DEFAULT_MAX_ACCURACY_DROP = 0.01  # one point: retraining's noise, not a worse model
+# Three points: above retraining's noise where LeNet-5 is unsure. Retrains differing only in seed
+# (synthetic --difficulty hard, 10,000 train / 10,000 test images) scored 0.270-0.295 (tuned, 8
+# seeds, sd 0.9 points) and 0.568-0.585 (transfer): one point refused 11 and 13 of their 56
+# candidate/baseline pairs, three points none (benchmarks/MEASUREMENTS.md).
+DEFAULT_MAX_ACCURACY_DROP = 0.03
 
 
 def eval_config(min_accuracy: float, max_accuracy_drop: float, with_top5: bool):
