@@ -168,7 +168,8 @@ def run(metadata_path: str) -> dict:
     folders = components.export_examples(data_dir, FLAGS.pipeline_root)
     pipeline = _create_pipeline(folders, data_dir, metadata_path)
     try:
-        return runners.run_pipeline(pipeline, metadata_path, FLAGS.runner)
+        return runners.run_pipeline(pipeline, metadata_path, FLAGS.runner,
+                                    user_paths=[data_dir, FLAGS.serving_base])
     except runners.ComponentFailed as exc:
         if FLAGS.library_logs:
             cause = exc.__cause__
