@@ -161,7 +161,11 @@ def _configs() -> dict:
 
 def _create_pipeline(examples_folders, data_dir: str, metadata_path=None):
     from lenet_keras.tfx_components import components
-    policy = precision.resolve(FLAGS.precision).policy  # `auto` logs what it picks, once
+    if FLAGS.runner == "kubeflow_v2":
+        # The job trains on other machines: their run_fn and tuner_fn resolve `auto` there.
+        policy = FLAGS.precision
+    else:
+        policy = precision.resolve(FLAGS.precision).policy  # `auto` logs what it picks, once
     return components.create_pipeline(
         _configs(), examples_folders, data_dir, FLAGS.pipeline_root, FLAGS.serving_base,
         metadata_path=metadata_path, epochs=FLAGS.epochs, max_trials=FLAGS.max_trials,
@@ -178,7 +182,8 @@ def run(metadata_path: str) -> dict:
     folders = components.export_examples(_configs(), data_dir, FLAGS.pipeline_root)
     pipeline = _create_pipeline(folders, data_dir, metadata_path)
     try:
-        return runners.run_pipeline(pipeline, metadata_path, FLAGS.runner)
+        return runners.run_pipeline(pipeline, metadata_path, FLAGS.runner,
+                                    user_paths=[data_dir, FLAGS.serving_base])
     except runners.ComponentFailed as exc:
         if FLAGS.library_logs:
             cause = exc.__cause__
@@ -212,6 +217,7 @@ def main() -> None:
         pipeline = _create_pipeline(None, FLAGS.data_dir)
         job = runners.compile_kubeflow_v2(pipeline, FLAGS.output, FLAGS.image)
         print(f"Kubeflow Pipelines v2 job: {job}")
+        print(runners.UNVERIFIED_ON_VERTEX, file=sys.stderr)
         return
     metadata_path = os.path.abspath(
         FLAGS.metadata_path or components.default_metadata_path(FLAGS.pipeline_root))

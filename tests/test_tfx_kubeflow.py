@@ -53,7 +53,7 @@ def _compile(*extra: str):
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
     out = tmp_path_factory.mktemp("kfp")
-    proc = _compile("--epochs", "1", "--max_trials", "1", "--output",
+    proc = _compile("--epochs", "1", "--max_trials", "1", "--precision", "auto", "--output",
                     str(out / "job.json"), "--image", IMAGE)
     assert proc.returncode == 0, proc.stderr[-5000:]
     return proc, out
@@ -90,6 +90,28 @@ def test_compiling_writes_the_job_file_only(compiled):
     proc, out = compiled
     assert os.listdir(out) == ["job.json"]
     assert f"Kubeflow Pipelines v2 job: {out / 'job.json'}" in proc.stdout
+
+
+@requires_tfx
+@pytest.mark.tfx
+def test_compiling_says_the_drop_gate_is_unverified_on_vertex(compiled):
+    """The baselines' queries were only ever read in the file: the command says so itself."""
+    proc, _ = compiled
+    (line,) = [line for line in proc.stderr.splitlines() if "unverified on Vertex AI" in line]
+    assert line.startswith("warning: the drop gate (--max_accuracy_drop")
+    assert "docs/tfx.md" in line and "error:" not in proc.stderr
+
+
+@requires_tfx
+@pytest.mark.tfx
+def test_precision_auto_is_left_to_the_machines_that_train(job):
+    """``--precision auto`` reaches the Tuner and the Trainers as ``auto``: their run_fn and
+    tuner_fn resolve it on the job's machines, not on the one that compiled it."""
+    _, pipeline_spec, _ = job
+    tasks = pipeline_spec.root.dag.tasks
+    for name in ("Tuner", "tuned_trainer", "transfer_trainer"):
+        custom = tasks[name].inputs.parameters["custom_config"]
+        assert json.loads(custom.runtime_value.constant_value.string_value)["precision"] == "auto"
 
 
 @requires_tfx

@@ -7,7 +7,9 @@ Evaluators' outputs and the serving folder:
 2. the same command with ``--runner beam --min_accuracy 0.999``: only the Evaluators and the
    Pushers run again (the rest from TFX's cache), both models refused, nothing pushed;
 3. default thresholds again with a serving base that cannot be written: one failed Pusher, one
-   line, nothing lost.
+   line, nothing lost;
+4. ``--epochs 1 --min_accuracy 0``: the Tuner, the Trainers, the Evaluators and the Pushers run
+   again; both models fall far below run 1's and the drop gate refuses both, nothing pushed.
 
 The data is synthetic and small but learnable (CIFAR-100 2000 / 100, STL-10 500 / 100 examples),
 so the default floor is met in a few epochs. Where TFX is not installed (the Python 3.11+ main
@@ -48,10 +50,11 @@ SIZES = {"cifar100": (2000, 100), "stl10": (500, 100)}  # (train, test)
 EPOCHS = "4"
 
 
-def _run_pipeline(data_dir: str, paths, *extra: str, serving_base: str | None = None):
+def _run_pipeline(data_dir: str, paths, *extra: str, serving_base: str | None = None,
+                  epochs: str = EPOCHS):
     return run_cli(
         "lenet_keras.pipeline", "--data_dir", data_dir, "--pipeline_root", paths.root,
-        "--serving_base", serving_base or paths.serving, "--epochs", EPOCHS, "--max_trials", "1",
+        "--serving_base", serving_base or paths.serving, "--epochs", epochs, "--max_trials", "1",
         "--tuner", "random", *extra, timeout=900,
     )
 
@@ -249,6 +252,40 @@ def test_a_failed_component_is_one_line_and_keeps_the_pushed_models(
     nodes = _nodes(paths, 2)
     assert nodes["tuned_trainer"].state == "CACHED" and nodes["tuned_pusher"].state == "FAILED"
     assert _versions(paths) == before
+
+
+@requires_tfx
+def test_a_model_far_below_its_last_blessed_one_is_refused_by_the_drop_gate(
+        first_run, learnable_data_dir, paths):
+    """The drop gate alone: ``--epochs 1`` retrains both models (the ExampleGens from the cache)
+    far below run 1's blessed model of the same trainer (tens of points, against the default's
+    3 allowed), with ``--min_accuracy 0`` so that the floor cannot be what refuses them: a 1-epoch
+    model on this data is near chance, and a floor between that and 0 would test the floor's
+    margin on this machine, not the drop gate. Neither is blessed, nothing is pushed."""
+    from lenet_keras.tfx_components import evaluation
+
+    before = _versions(paths)
+    proc = _run_pipeline(learnable_data_dir, paths, "--min_accuracy", "0", epochs="1")
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    nodes, first = _nodes(paths, -1), _nodes(paths, 0)
+    assert {node: nodes[node].state for node in NODES} == {
+        **dict.fromkeys(TRAINED[:2], "CACHED"), **dict.fromkeys(TRAINED[2:] + EVALUATED, "COMPLETE")}
+    assert _versions(paths) == before  # nothing pushed
+    for model, exp in MODELS.items():
+        evaluator = nodes[f"{exp}_evaluator"]
+        verdict = evaluation.read_verdict(_artifact(evaluator, "evaluation").uri, False)
+        assert verdict.change < -evaluation.DEFAULT_MAX_ACCURACY_DROP, (model, verdict)
+        blessing = _artifact(evaluator, "blessing").custom_properties
+        assert blessing["blessed"].int_value == 0
+        assert blessing["baseline_model_id"].int_value == _artifact(
+            first[f"{exp}_trainer"], "model").id
+        line = _summary(proc, model)
+        assert line.startswith(f"{model}: NOT blessed (accuracy {verdict.accuracy:.4f} >= floor 0; "
+                               f"{verdict.change:+.4f} vs its last blessed model (allowed "
+                               f"-{evaluation.DEFAULT_MAX_ACCURACY_DROP:g})")
+        assert line.endswith("not pushed (its serving folder is unchanged)")
+        assert not nodes[f"{exp}_pusher"].outputs["pushed_model"][0].custom_properties[
+            "pushed"].int_value
 
 
 @requires_tfx

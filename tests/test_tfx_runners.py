@@ -1,8 +1,10 @@
 """Which component failures are the user's to fix (one ``error:`` line, exit 2) and which are bugs
-(the traceback, another exit code), under LocalDagRunner and under Beam's re-raising."""
+(the traceback, another exit code), under LocalDagRunner and under Beam's re-raising: a file error
+is the user's only on a path the user gave, under one, or a folder above one."""
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import subprocess
@@ -36,15 +38,35 @@ def _as_beam_raises(exc: BaseException) -> BaseException:
     raise AssertionError("Beam did not raise")
 
 
+# The paths a user gave: a pipeline root, a serving base under a file, a remote data dir.
+USER_PATHS = ["/srv/tfx", "/srv/blocker/serving", "gs://b/tfds"]
+
+
 def _user_errors():
     import tensorflow as tf
 
     from lenet_keras.errors import UserError
 
-    return [UserError("bad data: prepare it again"), FileNotFoundError(2, "No such file"),
-            tf.errors.FailedPreconditionError(None, None, "/srv/x is not a directory"),
-            tf.errors.PermissionDeniedError(None, None, "gs://b/x: permission denied"),
+    return [UserError("bad data: prepare it again"),
+            FileNotFoundError(errno.ENOENT, "No such file", "/srv/tfx/Trainer/model/1"),
+            tf.errors.FailedPreconditionError(None, None, "/srv/blocker is not a directory"),
+            tf.errors.PermissionDeniedError(None, None, "gs://b/tfds/cifar100: permission denied"),
+            tf.errors.NotFoundError(None, None, "/srv/tfx; No such file or directory"),
+            OSError(errno.ENOSPC, "No space left on device", "/var/tmp/beam-temp"),  # anywhere
             MemoryError("out of memory")]
+
+
+def _bugs_on_paths():
+    """File errors on paths no user gave: a bug built them, so they keep their traceback."""
+    import tensorflow as tf
+
+    return [FileNotFoundError(errno.ENOENT, "No such file", "/srv/tfx_other/model"),
+            NotADirectoryError(errno.ENOTDIR, "Not a directory", "/opt/made/up"),
+            PermissionError(errno.EACCES, "Permission denied", "relative/made/up"),
+            FileNotFoundError(errno.ENOENT, "No such file"),  # names no path at all
+            tf.errors.NotFoundError(None, None, "/opt/made/up/saved_model.pb; No such file"),
+            tf.errors.FailedPreconditionError(None, None, "gs://b/tfds2 is not a directory"),
+            tf.errors.UnavailableError(None, None, "the connection was reset")]
 
 
 def test_beam_hides_the_type_of_tensorflows_errors():
@@ -61,8 +83,26 @@ def test_what_a_user_can_fix_is_recognised_also_through_beam(through_beam):
 
     for error in _user_errors():
         raised = _as_beam_raises(error) if through_beam else error
-        cause = runners.user_caused(raised)
+        cause = runners.user_caused(raised, USER_PATHS)
         assert type(cause) is type(error) and str(error) in str(cause), (type(raised), raised)
+
+
+@pytest.mark.parametrize("through_beam", [False, True])
+def test_a_file_error_on_a_path_no_user_gave_is_a_bug_also_through_beam(through_beam):
+    from lenet_keras.tfx_components import runners
+
+    for bug in _bugs_on_paths():
+        raised = _as_beam_raises(bug) if through_beam else bug
+        assert runners.user_caused(raised, USER_PATHS) is None, (type(raised), raised)
+
+
+def test_a_relative_user_path_matches_its_absolute_form_in_an_error(tmp_path, monkeypatch):
+    from lenet_keras.tfx_components import runners
+
+    monkeypatch.chdir(tmp_path)
+    error = FileNotFoundError(errno.ENOENT, "No such file", str(tmp_path / "root" / "x"))
+    assert runners.user_caused(error, ["root"]) is error
+    assert runners.user_caused(error, ["other"]) is None
 
 
 BUGS = [TypeError("f() takes 1 argument"), KeyError("probabilities"),
@@ -74,14 +114,14 @@ BUGS = [TypeError("f() takes 1 argument"), KeyError("probabilities"),
 def test_programming_errors_are_not_the_users(bug):
     from lenet_keras.tfx_components import runners
 
-    assert runners.user_caused(bug) is None
+    assert runners.user_caused(bug, USER_PATHS) is None
 
 
 def test_programming_errors_through_beam_are_not_the_users():
     from lenet_keras.tfx_components import runners
 
     for bug in BUGS[:2]:  # one Beam pipeline each: a few seconds
-        assert runners.user_caused(_as_beam_raises(bug)) is None
+        assert runners.user_caused(_as_beam_raises(bug), USER_PATHS) is None
 
 
 @pytest.mark.slow

@@ -1,17 +1,20 @@
 """Running the pipeline: in this process (``local``: LocalDagRunner; ``beam``: BeamDagRunner), or
 compiled for Kubeflow Pipelines v2 / Vertex AI (``kubeflow_v2``: a PipelineJob JSON, not run).
 
-A component that fails for a reason a user can cause and fix (lenet_keras's UserError, a file or
-folder that cannot be read or written, memory or disk exhausted) becomes ComponentFailed, a
-UserError naming the component, read from ML Metadata. Anything else is a programming error: it is
-re-raised as it is, with its traceback, after a log line naming the component.
+A component that fails for a reason a user can cause and fix (lenet_keras's UserError, a path the
+user gave, or one under it, that cannot be read or written, memory or disk exhausted) becomes
+ComponentFailed, a UserError naming the component, read from ML Metadata. Anything else is a
+programming error, a file error on a path the code made up among them: it is re-raised as it is,
+with its traceback, after a log line naming the component.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-from typing import Dict
+import re
+from typing import Dict, Iterable, Optional, Sequence
 
 import tensorflow as tf
 from absl import logging
@@ -21,20 +24,54 @@ from lenet_keras.errors import UserError, first_line
 from lenet_keras.tfx_components import executions
 from lenet_keras.tfx_components.components import BASELINES, PIPELINE_NAME
 
-# What a user can cause: missing, unreadable or unwritable paths (TensorFlow's file system raises
-# its own types for these, the Pusher's copy among them), and exhausted memory or disk.
-USER_CAUSED = (UserError, OSError, MemoryError, tf.errors.NotFoundError,
-               tf.errors.PermissionDeniedError, tf.errors.FailedPreconditionError,
-               tf.errors.AlreadyExistsError, tf.errors.ResourceExhaustedError,
+# Exhausted memory or disk: the machine's, whichever path the code was writing.
+RESOURCE_ERRORS = (MemoryError, tf.errors.ResourceExhaustedError)
+RESOURCE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.ENOMEM})
+# Missing, unreadable or unwritable files and folders (TensorFlow's file system raises its own
+# types for these, the Pusher's copy among them): the user's only on a path the user gave or one
+# under it. The same error on a path the code made up is a bug, and keeps its traceback.
+PATH_ERRORS = (OSError, tf.errors.NotFoundError, tf.errors.PermissionDeniedError,
+               tf.errors.FailedPreconditionError, tf.errors.AlreadyExistsError,
                tf.errors.UnavailableError)
 
 
 _BEAM_STEP = " [while running '"  # what Beam appends to a step's exception
 
 
-def user_caused(exc: BaseException):
+# A path in an error's text: a URI, or an absolute path, up to a space or a quote.
+_PATH_IN_TEXT = re.compile(r"""(?:[A-Za-z][A-Za-z0-9+.-]*://|/)[^\s'"`,;()\[\]]*""")
+
+
+def _forms(path: str) -> set:
+    """``path`` as it may appear in an error: as given, absolute, and with its links resolved."""
+    path = path.rstrip("/") or "/"
+    if "://" in path:
+        return {path}
+    return {path, os.path.abspath(path), os.path.realpath(path)}
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def on_user_path(exc: BaseException, user_paths: Iterable[str]) -> bool:
+    """Whether ``exc`` is about one of ``user_paths``, a path under one, or a folder above one
+    (a file in the way of a folder the user named): an OSError by its ``filename``s, TensorFlow's
+    errors, which carry no path of their own, by the paths in their message."""
+    roots = {form for path in user_paths if path for form in _forms(path)}
+    if isinstance(exc, OSError):
+        named = [os.fsdecode(name) for name in (exc.filename, exc.filename2) if name is not None]
+    else:
+        named = [found.rstrip(":.") for found in _PATH_IN_TEXT.findall(str(exc))]
+    return any(_within(form, root) or (form != "/" and _within(root, form))
+               for name in named if name for form in _forms(name) for root in roots)
+
+
+def user_caused(exc: BaseException, user_paths: Sequence[str] = ()) -> Optional[BaseException]:
     """The exception a user can fix behind ``exc``, or None for a programming error.
 
+    ``user_paths`` are the paths the user gave (data dir, pipeline root, serving base, ML
+    Metadata's file): a file error is the user's only on one of them or under one.
     BeamDagRunner runs each component as a Beam step, and Beam re-raises a step's exception with
     the step's name appended, as a RuntimeError chained to the original when it cannot rebuild
     the type (TensorFlow's errors, OSError): the original decides.
@@ -42,7 +79,13 @@ def user_caused(exc: BaseException):
     while (isinstance(exc, RuntimeError) and _BEAM_STEP in str(exc)
            and (exc.__cause__ or exc.__context__) is not None):
         exc = exc.__cause__ or exc.__context__
-    return exc if isinstance(exc, USER_CAUSED) else None
+    if isinstance(exc, (UserError, *RESOURCE_ERRORS)):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
+        return exc
+    if isinstance(exc, PATH_ERRORS) and on_user_path(exc, user_paths):
+        return exc
+    return None
 
 
 class ComponentFailed(UserError):
@@ -64,17 +107,19 @@ def _dag_runner(runner: str):
     return tfx.orchestration.LocalDagRunner()
 
 
-def run_pipeline(pipeline: tfx.dsl.Pipeline, metadata_path: str,
-                 runner: str = "local") -> Dict[str, executions.NodeExecution]:
+def run_pipeline(pipeline: tfx.dsl.Pipeline, metadata_path: str, runner: str = "local",
+                 user_paths: Sequence[str] = ()) -> Dict[str, executions.NodeExecution]:
     """Runs ``pipeline`` with ``runner`` (local or beam); returns each node's execution in this
-    run. A user-caused failure becomes ComponentFailed, the original exception its ``__cause__``."""
+    run. A user-caused failure (``user_caused``; ``metadata_path`` and the pipeline root count
+    among ``user_paths``) becomes ComponentFailed, the original exception its ``__cause__``."""
     os.makedirs(os.path.dirname(os.path.abspath(metadata_path)), exist_ok=True)
     store = executions.connect(metadata_path)
     earlier_runs = set(executions.run_ids(store))
     try:
         _dag_runner(runner).run(pipeline)
     except Exception as exc:
-        cause = user_caused(exc)
+        cause = user_caused(exc, [metadata_path, pipeline.pipeline_info.pipeline_root,
+                                  *user_paths])
         if cause is not None:
             reason = first_line(cause).split(_BEAM_STEP)[0]
             if not isinstance(cause, UserError):
@@ -88,6 +133,13 @@ def run_pipeline(pipeline: tfx.dsl.Pipeline, metadata_path: str,
         raise
     run_id = max(set(executions.run_ids(store)) - earlier_runs)
     return executions.node_executions(store, run_id, PIPELINE_NAME)
+
+
+# Until a job has run there, what the compile command says of the baselines' queries.
+UNVERIFIED_ON_VERTEX = (
+    "warning: the drop gate (--max_accuracy_drop against each trainer's last blessed model) is "
+    "unverified on Vertex AI: its baseline queries were checked only in this file, never run; "
+    "see docs/tfx.md, 'The baselines on Vertex'")
 
 
 def compile_kubeflow_v2(pipeline: tfx.dsl.Pipeline, output: str, image: str) -> str:
@@ -106,7 +158,9 @@ def compile_kubeflow_v2(pipeline: tfx.dsl.Pipeline, output: str, image: str) -> 
         _filter_baselines_by_producer(job["pipelineSpec"]["deploymentSpec"]["executors"])
         with open(output, "w") as f:
             json.dump(job, f, sort_keys=True)
-    except (OSError, tf.errors.OpError) as exc:
+    except PATH_ERRORS as exc:
+        if not on_user_path(exc, [output]):
+            raise
         raise UserError(f"cannot write the job to {output} ({first_line(exc)}): choose another "
                         "--output") from None
     return output
