@@ -201,6 +201,22 @@ def test_a_tflite_without_its_labels_or_not_a_model_is_a_user_error(exports, tmp
         serving.load_predictor(str(tmp_path / "missing.tflite"))
 
 
+def test_labels_txt_lines_end_only_at_newline_through_export_and_predict(
+        confident, tmp_path, image_files):  # noqa: F811
+    """Names holding characters that splitlines() also breaks at (a .keras file's metrics.json can
+    carry them; image folders refuse them) come back from labels.txt whole and in order."""
+    model, images, test_images, test_labels = confident
+    odd = ["a\x85b", "c\u2028d", "e\x0cf", "g\x0bh", "i\rj", "k\x1cl", "m\u2029n", "o p", "q", "r"]
+    folder, _ = lx.export_litert(model, odd, str(tmp_path), "m", None, "none", None, test_images,
+                                 test_labels)
+    predictor = serving.load_predictor(os.path.join(folder, litert.MODEL_FILE))
+    assert predictor.class_names == odd
+    (result,) = predict_files(predictor, [image_files["small.png"]], 10)
+    top = result["top_k"]
+    assert sorted(c["class_name"] for c in top) == sorted(odd)
+    assert all(c["class_name"] == odd[c["class_id"]] for c in top)
+
+
 def test_the_interpreter_is_litert_and_falls_back_to_tf_lite(confident, exports, monkeypatch):
     test_images = confident[2]
     path = os.path.join(exports["int8"][0], litert.MODEL_FILE)
