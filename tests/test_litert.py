@@ -67,6 +67,22 @@ def tuned_data(trained_dir, data_dir):
     return (model, names, *lx.experiment_images(config, data_dir, CALIBRATION))
 
 
+@pytest.mark.parametrize("content", ["{\"name\": \"tuned\", ", "[]", "{}", "\xff\xfe"])
+def test_a_damaged_config_json_is_an_error_and_only_a_missing_one_falls_back(tmp_path, content):
+    """A damaged config.json must not send the parity check to the named experiment's data."""
+    model_path = str(tmp_path / "model.keras")
+    with pytest.raises(UserError, match=r"no config.json beside .* pass --exp"):
+        lx.run_config(model_path, None)
+    assert lx.run_config(model_path, "tuned").name == "tuned"
+    with open(tmp_path / "config.json", "w", encoding="latin-1") as f:
+        f.write(content)
+    with pytest.raises(UserError) as caught:
+        lx.run_config(model_path, "tuned")
+    message = str(caught.value)
+    assert message.startswith(f"cannot use {tmp_path / 'config.json'} (") and "\n" not in message
+    assert message.endswith("train it again to rewrite it"), message
+
+
 def op_names(runner: litert.LiteRTModel):
     return [op["op_name"] for op in runner.interpreter._get_ops_details()]
 

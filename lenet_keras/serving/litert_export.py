@@ -23,7 +23,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from lenet_keras.config import ExperimentConfig
-from lenet_keras.errors import UserError
+from lenet_keras.errors import UserError, first_line
 from lenet_keras.serving import litert
 from lenet_keras.serving.export import (
     load_trained,
@@ -114,15 +114,18 @@ def export_litert(model, class_names: Sequence[str], export_base: str, model_nam
 
 def run_config(model_path: str, exp: Optional[str]) -> ExperimentConfig:
     """The config the model was trained with (config.json beside it: the data it really used,
-    e.g. a transfer retargeted to a folder), else the named experiment's."""
+    e.g. a transfer retargeted to a folder), else, only if there is no config.json, the named
+    experiment's: a damaged one must not send the parity check to other data."""
     path = os.path.join(os.path.dirname(os.path.abspath(model_path)), CONFIG_FILE)
     try:
-        with open(path) as f:
-            saved = json.load(f)
-    except (OSError, ValueError):
-        saved = None
-    if isinstance(saved, dict):
-        return ExperimentConfig.from_dict(saved)
+        with open(path, encoding="utf-8") as f:
+            return ExperimentConfig.from_dict(json.load(f))
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, TypeError, AttributeError) as exc:  # unreadable, not JSON, wrong shape
+        reason = getattr(exc, "strerror", None) or first_line(exc, 100)
+        raise UserError(f"cannot use {path} ({reason}), the config that says which data the model "
+                        "was trained on: train it again to rewrite it") from None
     if exp:
         import experiments
 
