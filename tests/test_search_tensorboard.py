@@ -169,8 +169,8 @@ def test_the_learning_rate_axis_labels_do_not_overlap():
                     key=lambda t: t.get_position()[0])
     assert len(shown_) >= 2, [t.get_text() for t in labels]
     boxes = [t.get_window_extent(renderer) for t in shown_]
-    gaps = [b.x0 - a.x1 for a, b in zip(boxes, boxes[1:])]
-    assert min(gaps) > 0, [(t.get_text(), gap) for t, gap in zip(shown_, gaps)]
+    gaps = [b.x0 - a.x1 for a, b in zip(boxes, boxes[1:], strict=False)]
+    assert min(gaps) > 0, [(t.get_text(), gap) for t, gap in zip(shown_, gaps, strict=False)]
 
 
 def test_a_retried_trial_starts_with_empty_logs(tmp_path):
