@@ -26,9 +26,9 @@ import tensorflow as tf
 
 from lenet_keras import models
 from lenet_keras.errors import UserError, first_line
+from lenet_keras.serving.choices import QUANTIZATIONS
 from lenet_keras.serving.signature import INPUT_NAME, SIGNATURE
 
-QUANTIZATIONS = ("none", "float16", "int8")
 MODEL_FILE = "model.tflite"
 LABELS_FILE = "labels.txt"
 LITERT_FOLDER = "litert"  # under --export_base, beside TF Serving's model folders
