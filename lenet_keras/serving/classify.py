@@ -11,7 +11,6 @@ import tensorflow as tf
 from lenet_keras.data.tail import decode_image
 from lenet_keras.errors import UserError, first_line
 
-
 # What tf.io.decode_image reads in every TensorFlow this package supports (2.16 on); newer ones also
 # read WebP, and TensorFlow's own reason, kept in the message, lists what the installed one reads.
 IMAGE_FORMATS = "PNG, JPEG, GIF or BMP"
