@@ -22,6 +22,7 @@ from absl import flags
 
 from lenet_keras import cli, experiments
 from lenet_keras.errors import UserError
+from lenet_keras.serving import choices
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("exp", None, list(experiments.EXPERIMENTS),
@@ -38,7 +39,7 @@ flags.DEFINE_string("source_model", None,
                     "class names come from the metrics.json beside it.")
 flags.DEFINE_enum("format", "saved_model", ["saved_model", "litert"],
                   "saved_model for TF Serving, litert for a .tflite model on devices.")
-flags.DEFINE_enum("quantize", "none", ["none", "float16", "int8"],
+flags.DEFINE_enum("quantize", "none", list(choices.QUANTIZATIONS),
                   "LiteRT only: float32 (none), float16 weights, or full-integer int8 calibrated "
                   "on training images.")
 flags.DEFINE_string("data_dir", None,
@@ -50,9 +51,8 @@ flags.DEFINE_integer("calibration_images", 300,
 flags.DEFINE_bool("allow_below_floor", False,
                   "LiteRT only: publish even when parity with Keras is below the floor.")
 cli.require_writable_folder("export_base")
-flags.register_validator(
-    "model_name", lambda name: name is None or (name not in ("", ".", "..") and os.sep not in name),
-    message="--model_name is one folder name under --export_base (no '/'), as TF Serving names it")
+flags.register_validator("model_name", lambda name: name is None or choices.is_model_name(name),
+                         message=choices.MODEL_NAME_RULE)
 
 
 def main() -> None:

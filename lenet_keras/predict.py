@@ -5,8 +5,9 @@
 PATH is a .keras file written by training (class names from the metrics.json beside it), an
 exported SavedModel: a version folder <export_base>/<model_name>/<N>/, or the <model_name> folder
 itself (its highest version, as TF Serving would pick), or an exported LiteRT model.tflite (class
-names from the labels.txt beside it; run by the LiteRT interpreter). Images are PNG/JPEG of any
-size; they are resized exactly as the training data was. A missing or unreadable image gets one
+names from the labels.txt beside it; run by the LiteRT interpreter). Images are PNG, JPEG, GIF or
+BMP files of any size (WebP too where TensorFlow decodes it); they are resized exactly as the
+training data was. A missing or unreadable image gets one
 error line naming it after every other image was answered, and the exit status is then 2. See
 docs/serving.md.
 

@@ -151,10 +151,11 @@ def main() -> None:
 
         from lenet_keras.experiments import STUDY_ORDER
         from lenet_keras.reporting.document import write_study_report
-        from lenet_keras.search.layout import DEFAULT_TUNE_DIR
+        from lenet_keras.search.layout import study_tune_dir
 
-        # The search the tuned experiment's --hparams came from; else where `tune` writes one.
-        tune_dir = os.path.dirname(os.path.abspath(FLAGS.hparams)) if FLAGS.hparams else DEFAULT_TUNE_DIR
+        # The search the tuned experiment's --hparams came from; else the study's own, as report.
+        tune_dir = (os.path.dirname(os.path.abspath(FLAGS.hparams)) if FLAGS.hparams
+                    else study_tune_dir(FLAGS.model_dir))
         try:
             print(f"report: {write_study_report(FLAGS.model_dir, tune_dir, study_order=STUDY_ORDER)}")
         finally:  # the experiments are finished whatever became of the report

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -15,9 +16,9 @@ import tensorflow as tf
 from lenet_keras import models
 from lenet_keras.data.tail import resize_images
 from lenet_keras.errors import UserError
-from lenet_keras.serving import export
+from lenet_keras.serving import choices, export
 from lenet_keras.serving import load as serving
-from tests.conftest import run_cli
+from tests.conftest import REPO, assert_one_line_error, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +190,51 @@ def test_an_interrupted_export_leaves_no_version_folder(tuned, tmp_path, monkeyp
     assert export.existing_versions(os.path.join(base, "m")) == [1]
 
 
+def test_an_export_that_finds_its_version_taken_meanwhile_takes_the_next(tuned, tmp_path,
+                                                                         monkeypatch):
+    """Another export publishes while this one writes: without --version this one takes the next
+    free number; with --version it refuses, and neither overwrites the other."""
+    model, names, size = tuned
+    base = str(tmp_path)
+    real_write = export._write_contents
+    meanwhile, published = [], []  # the --version of an export to run while this one writes
+
+    def another_export_meanwhile(*args):
+        real_write(*args)
+        while meanwhile:  # the other export writes through this function too: it runs none
+            published.append(export.export_model(model, names, base, "m", meanwhile.pop()))
+
+    monkeypatch.setattr(export, "_write_contents", another_export_meanwhile)
+    meanwhile.append(None)
+    mine = export.export_model(model, names, base, "m")
+    assert (published, mine) == ([os.path.join(base, "m", "1")], os.path.join(base, "m", "2"))
+    meanwhile.append(3)
+    with pytest.raises(UserError, match=r"m/3 \(.*\): another export wrote it meanwhile; run "
+                                        "again without --version"):
+        export.export_model(model, names, base, "m", version=3)
+    assert published[-1] == os.path.join(base, "m", "3")
+    assert sorted(os.listdir(os.path.join(base, "m"))) == ["1", "2", "3"]  # no staging left
+
+
+@pytest.mark.slow
+def test_four_exports_at_once_publish_four_versions(trained_dir, tmp_path):
+    """Four real processes into one base: each prints its own version, none is refused."""
+    base = str(tmp_path)
+    env = dict(os.environ, PYTHONPATH=REPO)
+    command = [sys.executable, "-m", "lenet_keras.export", "--export_base", base,
+               "--source_model", os.path.join(trained_dir, "vanilla", "model.keras")]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env, cwd=REPO) for _ in range(4)]
+    outputs = [proc.communicate(timeout=300) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 4, [err[-2000:] for _, err in outputs]
+    printed = sorted(out.strip().splitlines()[-1] for out, _ in outputs)
+    model_base = os.path.join(base, "lenet_vanilla")
+    assert printed == [os.path.join(model_base, str(v)) for v in (1, 2, 3, 4)]
+    assert sorted(os.listdir(model_base)) == ["1", "2", "3", "4"]
+    names = {tuple(serving.load_saved_model(path).class_names) for path in printed}
+    assert len(names) == 1 and len(next(iter(names))) == 100
+
+
 def tf_serving_request_to_inputs(body: dict, signature) -> dict:
     """Stand-in for TF Serving's REST :predict decoding (it cannot run here).
 
@@ -247,9 +293,29 @@ def test_export_trained_refuses_what_it_cannot_export_and_writes_nothing(trained
     serving_base = str(tmp_path / "serving")
     with pytest.raises(UserError, match="no trained model at .*tuned"):
         export.export_trained("tuned", str(tmp_path / "none"), serving_base)
-    with pytest.raises(UserError, match="must be a folder name"):
+    with pytest.raises(UserError, match="--model_name must be one folder name"):
         export.export_trained("tuned", trained_dir, serving_base, model_name="../escape")
     assert not os.path.exists(serving_base)
+
+
+@pytest.mark.parametrize("name,ok", [("lenet_tuned", True), ("my model", True), ("", False),
+                                     (".", False), ("..", False), (".hidden", False),
+                                     ("a/b", False), ("../x", False)])
+def test_one_model_name_rule_for_the_flag_and_the_library(tmp_path, name, ok):
+    assert choices.is_model_name(name) is ok
+    if ok:
+        assert export.new_version_folder(str(tmp_path), name) == str(tmp_path / name / "1")
+    else:
+        with pytest.raises(UserError, match=re.escape(choices.MODEL_NAME_RULE)):
+            export.new_version_folder(str(tmp_path), name)
+
+
+@pytest.mark.slow
+def test_the_export_command_refuses_a_hidden_model_name_by_the_same_rule(tmp_path):
+    proc = run_cli("lenet_keras.export", "--exp", "tuned", "--model_name", ".hidden",
+                   "--export_base", str(tmp_path))
+    assert_one_line_error(proc, choices.MODEL_NAME_RULE)
+    assert os.listdir(tmp_path) == []
 
 
 def test_export_trained_names_any_keras_file_after_its_folder(trained_dir, tmp_path):
@@ -264,3 +330,27 @@ def test_a_version_carries_its_keras_model_to_transfer_from(tuned, exported):
     assert inside.to_json() == model.to_json()
     for a, b in zip(inside.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_export_is_one_line_and_leaves_no_version(trained_dir, tmp_path):
+    """A real full disk: --export_base is a 64 KiB tmpfs in a private mount namespace (unshare), so
+    TensorFlow's own SaveV2 meets ENOSPC as it would on a full volume."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare -rm (a user and mount namespace) is not allowed here")
+    base = str(tmp_path / "full")
+    os.makedirs(base)
+    # The tmpfs lives as long as the namespace: what is left on it is listed before both end.
+    script = ('mount -t tmpfs -o size=64k tmpfs "$0" || exit 99; "$@"; rc=$?; '
+              'echo LEFT:; find "$0" -mindepth 1; exit $rc')
+    proc = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, base, sys.executable, "-m", "lenet_keras.export",
+         "--source_model", os.path.join(trained_dir, "vanilla", "model.keras"),
+         "--export_base", base],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO))
+    assert proc.returncode == 2, proc.stdout + proc.stderr[-3000:]
+    assert_one_line_error(proc, f"writing a new version in {base}/lenet_vanilla failed",
+                          "No space left on device", "free some space")
+    left = proc.stdout.split("LEFT:\n")[1].split()
+    assert left == [f"{base}/lenet_vanilla"], left  # the model folder, empty: no version, no staging

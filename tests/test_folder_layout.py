@@ -207,10 +207,21 @@ def test_a_class_folder_name_that_is_not_utf8_is_refused_naming_it(tmp_path):
     one_line_error(root, "caf\\xe9 has a name that is not UTF-8")
 
 
-def test_a_class_name_with_a_newline_stays_on_one_line(tmp_path):
+@pytest.mark.parametrize("odd", ["\n", "\r", "\t", "\x0b", "\x0c", "\x1c", "\x1e", "\x85", "\x7f",
+                                 "\u2028", "\u2029"])
+def test_a_class_name_with_a_control_or_line_break_character_is_refused_naming_it(tmp_path, odd):
+    """labels.txt holds one name a line, and Python's splitlines() breaks lines at each of these."""
     root = write_class_tree(str(tmp_path / "photos"), per_class=5)
-    os.makedirs(os.path.join(root, "yak\nox"))
-    one_line_error(root, "yak\\nox has no PNG/JPEG images")
+    write_image(os.path.join(root, f"yak{odd}ox", "a.png"), np.zeros((9, 9, 3), np.uint8))
+    escaped = odd.encode("unicode_escape").decode()
+    one_line_error(root, f"yak{escaped}ox has a control or line-break character in its name "
+                   f"({escaped}): rename it")
+
+
+def test_a_class_name_with_spaces_and_letters_of_any_script_loads(tmp_path):
+    root = write_class_tree(str(tmp_path / "photos"), per_class=5)
+    os.rename(os.path.join(root, "emu"), os.path.join(root, "sea \u00e9l\u00e9phant \u65e5"))
+    assert "sea \u00e9l\u00e9phant \u65e5" in folder_layout.scan(root).class_names
 
 
 # Files that are not regular files.

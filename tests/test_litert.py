@@ -70,6 +70,22 @@ def tuned_data(trained_dir, data_dir):
     return (model, names, *lx.experiment_images(config, data_dir, CALIBRATION))
 
 
+@pytest.mark.parametrize("content", ["{\"name\": \"tuned\", ", "[]", "{}", "\xff\xfe"])
+def test_a_damaged_config_json_is_an_error_and_only_a_missing_one_falls_back(tmp_path, content):
+    """A damaged config.json must not send the parity check to the named experiment's data."""
+    model_path = str(tmp_path / "model.keras")
+    with pytest.raises(UserError, match=r"no config.json beside .* pass --exp"):
+        lx.run_config(model_path, None)
+    assert lx.run_config(model_path, experiments.get_config("tuned")).name == "tuned"
+    with open(tmp_path / "config.json", "w", encoding="latin-1") as f:
+        f.write(content)
+    with pytest.raises(UserError) as caught:
+        lx.run_config(model_path, experiments.get_config("tuned"))
+    message = str(caught.value)
+    assert message.startswith(f"cannot use {tmp_path / 'config.json'} (") and "\n" not in message
+    assert message.endswith("train it again to rewrite it"), message
+
+
 def op_names(runner: litert.LiteRTModel):
     return [op["op_name"] for op in runner.interpreter._get_ops_details()]
 
@@ -235,7 +251,7 @@ def test_an_interrupted_export_leaves_no_version_folder(confident, tmp_path, mon
     staged = []
 
     def interrupt_while_checking(*args):
-        (staging,) = [e for e in os.listdir(model_base) if e.startswith(".export-2-")]
+        (staging,) = [e for e in os.listdir(model_base) if e.startswith(".export-")]
         staged.extend(os.listdir(os.path.join(model_base, staging)))
         raise KeyboardInterrupt  # Ctrl-C after model.tflite and labels.txt were written
 
@@ -255,7 +271,7 @@ def test_predict_on_image_files_matches_the_keras_model(
         serving.load_predictor(os.path.join(trained_dir, "transfer", "model.keras")), paths, 10)
     from_litert = predict_files(
         serving.load_predictor(os.path.join(folder, litert.MODEL_FILE)), paths, 10)
-    assert "not a PNG/JPEG image" in from_litert[3]["error"]
+    assert "not an image TensorFlow can decode" in from_litert[3]["error"]
     for a, b in zip(from_keras[:3], from_litert[:3], strict=True):
         assert [c["class_id"] for c in a["top_k"][:5]] == [c["class_id"] for c in b["top_k"][:5]]
         assert [c["class_name"] for c in a["top_k"]] == [c["class_name"] for c in b["top_k"]]
@@ -278,6 +294,22 @@ def test_a_tflite_without_its_labels_or_not_a_model_is_a_user_error(exports, tmp
         serving.load_predictor(str(tmp_path / "bad.tflite"))
     with pytest.raises(UserError, match="no LiteRT model at"):
         serving.load_predictor(str(tmp_path / "missing.tflite"))
+
+
+def test_labels_txt_lines_end_only_at_newline_through_export_and_predict(
+        confident, tmp_path, image_files):  # noqa: F811
+    """Names holding characters that splitlines() also breaks at (a .keras file's metrics.json can
+    carry them; image folders refuse them) come back from labels.txt whole and in order."""
+    model, images, test_images, test_labels = confident
+    odd = ["a\x85b", "c\u2028d", "e\x0cf", "g\x0bh", "i\rj", "k\x1cl", "m\u2029n", "o p", "q", "r"]
+    folder, _ = lx.export_litert(model, odd, str(tmp_path), "m", None, "none", None, test_images,
+                                 test_labels)
+    predictor = serving.load_predictor(os.path.join(folder, litert.MODEL_FILE))
+    assert predictor.class_names == odd
+    (result,) = predict_files(predictor, [image_files["small.png"]], 10)
+    top = result["top_k"]
+    assert sorted(c["class_name"] for c in top) == sorted(odd)
+    assert all(c["class_name"] == odd[c["class_id"]] for c in top)
 
 
 def test_the_interpreter_is_litert_and_falls_back_to_tf_lite(confident, exports, monkeypatch):
@@ -322,3 +354,28 @@ def test_cli_exports_checks_and_predicts_in_the_products_import_order(
     out = predicted.stdout.strip().splitlines()
     assert out[0] == image_files["small.png"] and out[4] == image_files["stl.jpg"]
     assert len(out) == 8 and all(line.startswith("  1. ") for line in (out[1], out[5]))
+
+
+def test_litert_exports_at_once_each_get_their_own_version(confident, tmp_path, monkeypatch):
+    """Without --version the number is taken when the checked model is renamed into place: an
+    export that finds the number it started with taken meanwhile takes the next."""
+    model, _, test_images, test_labels = confident
+    base, names = str(tmp_path), [f"class_{i}" for i in range(10)]
+    model_base = os.path.join(base, litert.LITERT_FOLDER, "m")
+    measure = lx.measure_parity
+
+    def another_export_publishes_meanwhile(*args):
+        os.makedirs(os.path.join(model_base, "1"))  # as another export's rename would
+        with open(os.path.join(model_base, "1", litert.MODEL_FILE), "wb") as f:
+            f.write(b"theirs")
+        return measure(*args)
+
+    monkeypatch.setattr(lx, "measure_parity", another_export_publishes_meanwhile)
+    folder, _ = lx.export_litert(model, names, base, "m", None, "none", None, test_images,
+                                 test_labels)
+    assert folder == os.path.join(model_base, "2")
+    assert sorted(os.listdir(model_base)) == ["1", "2"]
+    with open(os.path.join(model_base, "1", litert.MODEL_FILE), "rb") as f:
+        assert f.read() == b"theirs"  # nothing clobbered
+    with pytest.raises(UserError, match="already exists and versions are never overwritten"):
+        lx.export_litert(model, names, base, "m", 2, "none", None, test_images, test_labels)

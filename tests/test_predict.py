@@ -70,13 +70,30 @@ def test_cli_answers_every_image_then_names_the_bad_files(vanilla_export, image_
     assert_one_line_error(proc, image_files["missing.png"], "No such file")
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 2, proc.stderr
-    assert image_files["notes.txt"] in errors[0] and "not a PNG/JPEG image" in errors[0]
+    assert image_files["notes.txt"] in errors[0] and "not an image TensorFlow can decode" in errors[0]
     lines = proc.stdout.strip().splitlines()
     answered = [line for line in lines if not line.startswith("  ")]
     assert answered == [image_files[n] for n in order if n not in ("notes.txt", "missing.png")]
     assert len(lines) == 4 * (1 + 5)  # default --top_k 5
     first = [float(line.split()[1]) for line in lines[1:6]]
     assert first == sorted(first, reverse=True) and 0 < sum(first) <= 1.0001
+
+
+def test_an_undecodable_file_is_named_without_tensorflows_op_text_and_gif_bmp_are_read(tmp_path):
+    pixels = np.random.default_rng(4).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    for fmt in ("GIF", "BMP"):
+        path = str(tmp_path / f"x.{fmt.lower()}")
+        Image.fromarray(pixels).save(path)
+        assert predict.read_image_file(path).shape == (20, 30, 3), fmt
+    truncated = str(tmp_path / "cut.png")
+    Image.fromarray(pixels).save(truncated)
+    with open(truncated, "r+b") as f:
+        f.truncate(60)
+    with pytest.raises(UserError) as caught:
+        predict.read_image_file(truncated)
+    message = str(caught.value)
+    assert message == (f"{truncated}: not an image TensorFlow can decode (Invalid PNG data, size "
+                       "60): pass a PNG, JPEG, GIF or BMP file"), message
 
 
 def test_json_top_k_matches_the_keras_model(trained_dir, image_files):

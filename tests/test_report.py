@@ -175,6 +175,36 @@ def test_empty_model_dir_is_a_one_line_error(tmp_path):
         write_report(str(tmp_path / "nowhere"))
 
 
+@pytest.mark.slow
+def test_the_default_search_is_the_studys_not_the_current_folders(trained_dir, tmp_path):
+    """A search sits in the folder the report is run from (a damaged one: reading it would fail);
+    the report for another --model_dir leaves it alone, and reads <model_dir>/tuning instead."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    def damaged_search(tune_dir):
+        os.makedirs(tune_dir / "lenet5" / "trial_0")
+        (tune_dir / "lenet5" / "trial_0" / "trial.json").write_text("{not json")
+
+    cwd, model_dir = tmp_path / "elsewhere", tmp_path / "run1"
+    damaged_search(cwd / "saved_models" / "tuning")
+    os.makedirs(model_dir / "tuned")
+    shutil.copy(os.path.join(trained_dir, "tuned", "metrics.json"), model_dir / "tuned")
+
+    def report():
+        return subprocess.run([sys.executable, "-m", "lenet_keras.report", "--model_dir",
+                               str(model_dir)], capture_output=True, text=True, timeout=300,
+                              cwd=cwd, env=dict(os.environ, PYTHONPATH=REPO))
+
+    proc = report()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Architecture search" not in _read_report(model_dir / "report" / "REPORT.md")
+    damaged_search(model_dir / "tuning")
+    assert_one_line_error(report(), f"unreadable {model_dir / 'tuning' / 'lenet5'}")
+
+
 def test_learning_curves_mark_the_best_validation_epoch(trained_dir):
     m = _metrics(trained_dir, "tuned")
     draw = figures(load_run(trained_dir, "tuned"))["curves_tuned.png"][1]

@@ -146,6 +146,32 @@ def test_the_decisions_plot_has_a_point_per_trial_and_decision(search):
     assert curves["validation"] == {1: pytest.approx(best.score)}
 
 
+def test_the_learning_rate_axis_labels_do_not_overlap():
+    """Learning rates over the search's range (a decade): matplotlib would also label minor ticks,
+    and its 4x10^-4 and 6x10^-4 ran together in a 2.6-inch panel."""
+    rng = np.random.default_rng(0)
+    choices = {name: ["a", "b"] for name in space.NAMES[:-1]}  # five panels, as a real search
+    rows = [{"trial": str(i), "best_val_accuracy": float(rng.uniform(0.1, 0.3)), "epochs": 2,
+             "learning_rate": float(lr), **{name: "a" for name in choices}}
+            for i, lr in enumerate(np.exp(rng.uniform(*np.log(space.LEARNING_RATE_RANGE), 30)))]
+    figure = plots.search_decisions(rows, {**choices, "learning_rate": None}, "3")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    ax = figure.axes[-1]
+    labels = [t for t in ax.get_xticklabels(minor=False) + ax.get_xticklabels(minor=True)
+              if t.get_text() and t.get_visible()]
+    low, high = ax.get_xlim()
+    shown_ = sorted((t for t in labels if low <= t.get_position()[0] <= high),
+                    key=lambda t: t.get_position()[0])
+    assert len(shown_) >= 2, [t.get_text() for t in labels]
+    boxes = [t.get_window_extent(renderer) for t in shown_]
+    gaps = [b.x0 - a.x1 for a, b in zip(boxes, boxes[1:], strict=False)]
+    assert min(gaps) > 0, [(t.get_text(), gap) for t, gap in zip(shown_, gaps, strict=False)]
+
+
 def test_a_retried_trial_starts_with_empty_logs(tmp_path):
     log_dir = tmp_path / "tensorboard"
     (log_dir / "4" / "execution0").mkdir(parents=True)

@@ -87,3 +87,14 @@ def test_unreadable_dataset_info_is_a_clear_error(tmp_path, data_dir):
     (version_dir / "dataset_info.json").write_text("{not json")
     proc = train("--exp", "vanilla", "--data_dir", str(corrupt), "--model_dir", str(tmp_path / "m"))
     assert_one_line_error(proc, "cifar100", "move", "aside")
+
+
+def test_a_data_loss_reason_has_no_tensorflow_op_text():
+    import tensorflow as tf
+
+    from lenet_keras.training.run import _data_loss_reason
+
+    exc = tf.errors.DataLossError(None, None, (
+        "{{function_node __wrapped__IteratorGetNext_output_types_2_device_/job:localhost/replica:0/"
+        "task:0/device:CPU:0}} truncated record at 38 [Op:IteratorGetNext] name: "))
+    assert _data_loss_reason(exc) == "truncated record at 38"

@@ -15,9 +15,10 @@ The rules (docs/data.md lists them with what each breaks):
 - With ``train/ val/ test/``: every class has a folder in every split, else one error names every
   missing one. Any other folder beside them is an error (its images were meant for something, and
   we cannot tell what); a file there is named in a warning (a README or a labels.csv is common).
-- A class folder's name must be UTF-8: it becomes the class name in metrics.json, the report and the
-  exported model. Files and folders inside a class may have any bytes for names: they are only
-  read, and messages show their bytes escaped (``\\xe9``).
+- A class folder's name must be UTF-8 text without control or line-break characters: it becomes the
+  class name in metrics.json, the report, the exported model and LiteRT's labels.txt (one name a
+  line). Files and folders inside a class may have any bytes for names: they are only read, and
+  messages show their bytes escaped (``\\xe9``).
 - Only regular files (or links to them) are opened; a FIFO, socket or device is skipped with a
   warning, as is a broken link. Hidden names (``.x``) are skipped silently.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
+import unicodedata
 from typing import Dict, List, Optional, Tuple
 
 from lenet_keras.errors import UserError
@@ -60,6 +62,21 @@ def is_utf8(name: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def unfit_class_name(name: str) -> Optional[str]:
+    """Why ``name`` cannot be a class name, or None: every output must carry it as one line of text.
+
+    labels.txt holds one name a line, and readers split lines on more than ``\\n`` (Python's
+    ``splitlines`` also on ``\\r``, ``\\x0b``, ``\\x0c``, ``\\x1c``-``\\x1e``, ``\\x85``,
+    U+2028, U+2029): a name holding one would shift every later label by one.
+    """
+    if not is_utf8(name):
+        return "a name that is not UTF-8"
+    odd = sorted({c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp")})
+    if odd:
+        return f"a control or line-break character in its name ({shown(''.join(odd))})"
+    return None
 
 
 def _contains(folder: str, path: str) -> bool:
@@ -161,10 +178,11 @@ class _Walk:
                 kind = "a file" if stat.S_ISREG(info.st_mode) else _kind(info.st_mode)
                 self.skipped.append(f"{shown(path)} ({kind} outside any class folder)")
             elif self.followed(path, [os.path.realpath(folder)]) is not None:
-                if not is_utf8(name):
+                why = unfit_class_name(name)
+                if why:
                     raise UserError(
-                        f"class folder {shown(path)} has a name that is not UTF-8: rename it (a "
-                        "class name goes into metrics.json, the report and the exported model)"
+                        f"class folder {shown(path)} has {why}: rename it (a class name goes into "
+                        "metrics.json, the report and the exported model, one name a line)"
                     )
                 names.append(name)
         return names

@@ -11,7 +11,6 @@ pictures, not for ImageNet.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from typing import Dict, List, Tuple
@@ -47,12 +46,6 @@ def _as_tensor_paths(paths: List[str]) -> List[bytes]:
 def read_resized_image(path: str, image_size: int) -> np.ndarray:
     """A PNG/JPEG file as uint8 [image_size, image_size, 3]; tf.errors.OpError if unreadable."""
     return _decode(os.fsencode(path), image_size).numpy()
-
-
-def _reason(exc: tf.errors.OpError) -> str:
-    """TF's error message without the op-location prefix and suffix nobody needs to read."""
-    text = re.sub(r"\{\{.*?\}\}\s*", "", exc.message or "")
-    return first_line(Exception(re.sub(r"\s*\[Op:.*$", "", text, flags=re.S)))
 
 
 class _Progress:
@@ -111,7 +104,7 @@ def read_images(paths: List[str], image_size: int) -> Tuple[np.ndarray, np.ndarr
             read_resized_image(paths[missing], image_size)
             reason = "unreadable"
         except tf.errors.OpError as exc:
-            reason = _reason(exc)
+            reason = first_line(exc)
         logging.warning("skipping unreadable image %s (%s)", shown(paths[missing]), reason)
     return np.concatenate(images), indices
 

@@ -6,12 +6,19 @@ import os
 
 TUNERS = ("hyperband", "random", "bayesian")  # keras-tuner's algorithms; search.json's "tuner"
 
-DEFAULT_TUNE_DIR = os.path.join("saved_models", "tuning")  # tune's and report's --tune_dir
+TUNING_FOLDER = "tuning"  # a study's search, beside its experiments in the model dir
+DEFAULT_TUNE_DIR = os.path.join("saved_models", TUNING_FOLDER)  # tune's: train's --model_dir + tuning
 PROJECT = "lenet5"  # keras-tuner's project folder: oracle.json, trial_<id>/trial.json
 BEST_FILE = "best_hyperparameters.json"
 SUMMARY_FILE = "trials_summary.md"
 SEARCH_FILE = "search.json"  # what kind of search tune_dir holds, to refuse resuming another kind
 TENSORBOARD_DIR = "tensorboard"  # every trial's curves and HParams session
+
+
+def study_tune_dir(model_dir: str) -> str:
+    """The search a study in ``model_dir`` reports by default: its own, not whatever search the
+    current folder happens to hold (for the default --model_dir, tune's default --tune_dir)."""
+    return os.path.join(model_dir, TUNING_FOLDER)
 
 
 def tensorboard_dir(tune_dir: str) -> str:

@@ -11,9 +11,13 @@ import tensorflow as tf
 from lenet_keras.data.tail import decode_image
 from lenet_keras.errors import UserError, first_line
 
+# What tf.io.decode_image reads in every TensorFlow this package supports (2.16 on); newer ones also
+# read WebP, and TensorFlow's own reason, kept in the message, lists what the installed one reads.
+IMAGE_FORMATS = "PNG, JPEG, GIF or BMP"
+
 
 def read_image_file(path: str) -> np.ndarray:
-    """uint8 [H, W, 3] pixels of a PNG/JPEG (or GIF/BMP) file, or UserError naming the file."""
+    """uint8 [H, W, 3] pixels of an image file (``IMAGE_FORMATS``), or UserError naming the file."""
     try:
         with open(path, "rb") as f:
             encoded = f.read()
@@ -22,7 +26,8 @@ def read_image_file(path: str) -> np.ndarray:
     try:
         return decode_image(encoded).numpy()
     except tf.errors.InvalidArgumentError as exc:
-        raise UserError(f"{path}: not a PNG/JPEG image ({first_line(exc)})") from None
+        raise UserError(f"{path}: not an image TensorFlow can decode ({first_line(exc)}): pass a "
+                        f"{IMAGE_FORMATS} file") from None
 
 
 def top_classes(probabilities: np.ndarray, class_names: List[str], k: int) -> List[dict]:

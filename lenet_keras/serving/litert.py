@@ -28,9 +28,9 @@ import tensorflow as tf
 from lenet_keras import models
 from lenet_keras.errors import UserError, first_line
 from lenet_keras.serving.batch_norm_fold import checked_fold
+from lenet_keras.serving.choices import QUANTIZATIONS
 from lenet_keras.serving.signature import INPUT_NAME, SIGNATURE
 
-QUANTIZATIONS = ("none", "float16", "int8")
 MODEL_FILE = "model.tflite"
 LABELS_FILE = "labels.txt"
 LITERT_FOLDER = "litert"  # under --export_base, beside TF Serving's model folders
@@ -167,11 +167,16 @@ def read_labels(model_path: str, num_classes: int) -> List[str]:
     """The class names of ``labels.txt`` beside a ``.tflite`` file, in class-id order."""
     path = os.path.join(os.path.dirname(os.path.abspath(model_path)), LABELS_FILE)
     try:
-        with open(path, encoding="utf-8") as f:
-            names = f.read().splitlines()
+        # Only "\n" ends a line, as export writes it (newline="" keeps a "\r" as it is):
+        # splitlines() would also break a name at \x85, \x0c or U+2028 and shift every later
+        # label by one.
+        with open(path, encoding="utf-8", newline="") as f:
+            names = f.read().split("\n")
     except OSError as exc:
         raise UserError(f"cannot read {path} ({exc.strerror}), the class names export writes "
                         f"beside {os.path.basename(model_path)}: export the model again") from None
+    if names[-1] == "":  # the last name's own newline
+        names.pop()
     if len(names) != num_classes:
         raise UserError(f"{path} lists {len(names)} class names but the model has {num_classes} "
                         "outputs: the two files come from different exports")

@@ -32,11 +32,12 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from lenet_keras.config import ExperimentConfig
-from lenet_keras.errors import UserError
+from lenet_keras.errors import UserError, first_line
 from lenet_keras.serving import litert
 from lenet_keras.serving.export import (
     load_trained,
     new_version_folder,
+    rename_to_next_version,
     trained_model_path,
     version_write_error,
 )
@@ -153,41 +154,55 @@ def export_litert(model, class_names: Sequence[str], export_base: str, model_nam
         raise UserError(f"{len(class_names)} class names for a model with "
                         f"{model.outputs[0].shape[-1]} outputs")
     final = new_version_folder(os.path.join(export_base, litert.LITERT_FOLDER), model_name, version)
+    model_base = os.path.dirname(final)
     flatbuffer, conversion = litert.convert(model, quantize, calibration_images)
+
+    def write_checked(staging: str) -> Parity:
+        path = os.path.join(staging, litert.MODEL_FILE)
+        with open(path, "wb") as f:
+            f.write(flatbuffer)
+        with open(os.path.join(staging, litert.LABELS_FILE), "w", encoding="utf-8") as f:
+            f.write("".join(f"{name}\n" for name in class_names))
+        # The written file, in the interpreter a device would run, not the converter's bytes.
+        parity = dataclasses.replace(
+            measure_parity(model, litert.LiteRTModel(path), test_images, test_labels, quantize),
+            conversion=conversion)
+        shortfall = parity.shortfall()
+        if shortfall and not allow_below_floor:
+            raise UserError(f"not published: the {quantize} LiteRT model {shortfall}; export "
+                            "--quantize none, or pass --allow_below_floor to publish it anyway")
+        for name in os.listdir(staging):
+            atomic.fsync_path(os.path.join(staging, name))
+        return parity
+
     try:
-        with atomic.new_folder(final, prefix=f".export-{os.path.basename(final)}-") as staging:
-            path = os.path.join(staging, litert.MODEL_FILE)
-            with open(path, "wb") as f:
-                f.write(flatbuffer)
-            with open(os.path.join(staging, litert.LABELS_FILE), "w", encoding="utf-8") as f:
-                f.write("".join(f"{name}\n" for name in class_names))
-            # The written file, in the interpreter a device would run, not the converter's bytes.
-            parity = dataclasses.replace(
-                measure_parity(model, litert.LiteRTModel(path), test_images, test_labels,
-                               quantize), conversion=conversion)
-            shortfall = parity.shortfall()
-            if shortfall and not allow_below_floor:
-                raise UserError(f"not published: the {quantize} LiteRT model {shortfall}; export "
-                                "--quantize none, or pass --allow_below_floor to publish it "
-                                "anyway")
-            for name in os.listdir(staging):
-                atomic.fsync_path(os.path.join(staging, name))
+        if version is not None:
+            with atomic.new_folder(final, prefix=f".export-{version}-") as staging:
+                parity = write_checked(staging)
+            return final, parity
+        # Without --version, the next free version when it is published: several exports into
+        # one base at once each get their own, as SavedModel exports do.
+        with atomic.staging_folder(model_base, prefix=".export-") as staging:
+            parity = write_checked(staging)
+            return rename_to_next_version(staging, model_base), parity
     except OSError as exc:
         raise version_write_error(final, exc) from None
-    return final, parity
 
 
 def run_config(model_path: str, experiment: Optional[ExperimentConfig]) -> ExperimentConfig:
     """The config the model was trained with (config.json beside it: the data it really used,
-    e.g. a transfer retargeted to a folder), else ``experiment``, the one --exp named."""
+    e.g. a transfer retargeted to a folder), else, only if there is no config.json, ``experiment``
+    (the one --exp named): a damaged one must not send the parity check to other data."""
     path = os.path.join(os.path.dirname(os.path.abspath(model_path)), CONFIG_FILE)
     try:
-        with open(path) as f:
-            saved = json.load(f)
-    except (OSError, ValueError):
-        saved = None
-    if isinstance(saved, dict):
-        return ExperimentConfig.from_dict(saved)
+        with open(path, encoding="utf-8") as f:
+            return ExperimentConfig.from_dict(json.load(f))
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, TypeError, AttributeError) as exc:  # unreadable, not JSON, wrong shape
+        reason = getattr(exc, "strerror", None) or first_line(exc, 100)
+        raise UserError(f"cannot use {path} ({reason}), the config that says which data the model "
+                        "was trained on: train it again to rewrite it") from None
     if experiment is not None:
         return experiment
     raise UserError(f"no {CONFIG_FILE} beside {model_path} to say which data it was trained on: "

@@ -93,13 +93,21 @@ def new_folder(final: str, prefix: str) -> Iterator[str]:
     private): it holds data other programs serve or read.
     """
     parent = os.path.dirname(os.path.abspath(final))
+    with staging_folder(parent, prefix) as staging:
+        yield staging
+        os.rename(staging, final)
+        fsync_path(parent)
+
+
+@contextlib.contextmanager
+def staging_folder(parent: str, prefix: str) -> Iterator[str]:
+    """Yields a new hidden folder ``<parent>/<prefix>...`` of ordinary mode, for the caller to fill
+    and rename into place; it is removed on exit unless it was renamed away."""
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=prefix, dir=parent)
     try:
         ordinary_mode(staging, folder=True)
         yield staging
-        os.rename(staging, final)
-        fsync_path(parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

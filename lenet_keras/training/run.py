@@ -23,7 +23,7 @@ from lenet_keras import data, models
 from lenet_keras.config import ExperimentConfig
 from lenet_keras.data import tfds_source
 from lenet_keras.data.tail import Splits
-from lenet_keras.errors import UserError
+from lenet_keras.errors import UserError, first_line
 from lenet_keras.training import atomic, distribute, precision, resume, runlock
 from lenet_keras.training.artifacts import (
     CONFIG_FILE,
@@ -90,7 +90,7 @@ def build_model(config: ExperimentConfig, num_classes: int, source_model: Option
 def _data_loss_reason(exc: tf.errors.DataLossError) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     useful = [line for line in lines if "record" in line or "corrupt" in line.lower()]
-    return (useful or lines or ["data loss"])[-1][:200]
+    return first_line(Exception((useful or lines or ["data loss"])[-1]))  # without TF's op text
 
 
 def _predict_test(model: keras.Model, test: tf.data.Dataset) -> dict:
