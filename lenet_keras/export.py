@@ -50,6 +50,7 @@ flags.DEFINE_integer("calibration_images", 300,
 flags.DEFINE_bool("allow_below_floor", False,
                   "LiteRT only: publish even when parity with Keras is below the floor.")
 cli.require_writable_folder("export_base")
+cli.path_flags("model_dir", "source_model", "data_dir")
 flags.register_validator(
     "model_name", lambda name: name is None or (name not in ("", ".", "..") and os.sep not in name),
     message="--model_name is one folder name under --export_base (no '/'), as TF Serving names it")

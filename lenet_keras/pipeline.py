@@ -69,6 +69,7 @@ flags.DEFINE_string("image", None, "kubeflow_v2: the container image every compo
 for _name in ("min_accuracy", "max_accuracy_drop"):
     flags.register_validator(_name, lambda v: 0 <= v <= 1, message=f"--{_name} is a fraction of "
                              "the test split: give a number from 0 to 1")
+cli.path_flags("data_dir", "pipeline_root", "serving_base", "metadata_path", "output")
 
 TFX_PYTHON = (3, 10)  # TFX 1.16, the newest that installs here, requires Python <3.11
 # Warnings nobody running this pipeline can act on: TFX's input resolution's internals, Beam's

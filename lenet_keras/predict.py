@@ -27,6 +27,7 @@ flags.DEFINE_string("model", None,
 flags.DEFINE_integer("top_k", 5, "How many classes to print per image, most probable first.",
                      **cli.COUNT_BOUNDS)
 flags.DEFINE_bool("json", False, "Print one JSON document instead of text.")
+cli.path_flags("model")  # and the images, its positional arguments
 
 
 def main(images: List[str]) -> None:

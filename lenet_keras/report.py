@@ -23,6 +23,7 @@ flags.DEFINE_string("out_dir", None, "Where to write REPORT.md and PNGs (default
 flags.DEFINE_string("tune_dir", DEFAULT_TUNE_DIR,
                     "The search to report on, when `python -m lenet_keras.tune` wrote one there.")
 cli.require_writable_folder("out_dir")
+cli.path_flags("model_dir", "tune_dir")
 
 
 def main() -> None:

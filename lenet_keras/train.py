@@ -75,6 +75,7 @@ cli.require_positive("learning_rate")
 cli.require_fraction("val_fraction")
 cli.require_fraction("test_fraction")
 cli.require_writable_folder("model_dir")
+cli.path_flags("data_dir", "source_model", "target_dir", "hparams")
 
 
 def resolve_configs(exp: str):

@@ -67,6 +67,7 @@ flags.DEFINE_enum("precision", "float32", list(precision.CHOICES),
                     "mixed_bfloat16, mixed_float16 or auto, as for train (docs/performance.md).")
 
 cli.require_writable_folder("tune_dir")
+cli.path_flags("data_dir")
 
 # The flags a --parallel_trials launch hands on to its chief and workers.
 SEARCH_FLAGS = ("data_dir", "tune_dir", "tuner", "max_trials", "max_epochs", "factor", "seed",

@@ -121,6 +121,42 @@ def test_an_unexpected_write_failure_is_one_line_but_a_bug_keeps_its_traceback()
             raise ZeroDivisionError("a programming error")
 
 
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EISDIR, errno.ENOTDIR, errno.EROFS])
+def test_a_refused_path_is_one_line_only_if_the_user_chose_it(tmp_path, code):
+    """Under --model_dir (or through a link to it), the user's to fix: one line. Anywhere else,
+    a path this code built wrong: the traceback stays."""
+    from tests.conftest import train_flags
+
+    model_dir = tmp_path / "models"
+    (tmp_path / "link").symlink_to(model_dir, target_is_directory=True)
+    model_dir.mkdir()
+
+    def refused(path):
+        with cli.one_line_errors():
+            raise OSError(code, os.strerror(code), str(path))
+
+    with train_flags(f"--model_dir={model_dir}", f"--data_dir={tmp_path / 'data'}"):
+        for chosen in (model_dir / "vanilla" / "model.keras", tmp_path / "link" / "x",
+                       tmp_path / "data" / "cifar100"):
+            with pytest.raises(SystemExit) as caught:
+                refused(chosen)
+            assert caught.value.code == 2
+        for elsewhere in (tmp_path / "models-but-not-inside", "/etc/lenet_keras/x", "relative/x"):
+            with pytest.raises(OSError):
+                refused(elsewhere)
+    # A positional argument (predict's images) is a path the user chose too.
+    with pytest.raises(SystemExit):
+        with cli.one_line_errors(paths=[str(tmp_path / "cat.png")]):
+            raise OSError(code, os.strerror(code), str(tmp_path / "cat.png"))
+
+
+def test_a_full_disk_is_one_line_whatever_the_path():
+    with pytest.raises(SystemExit) as caught:
+        with cli.one_line_errors():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/tmp/somewhere/x")
+    assert caught.value.code == 2
+
+
 @pytest.mark.slow
 def test_hparams_of_the_wrong_types_name_what_is_wrong(tmp_path):
     path = tmp_path / "best.json"
