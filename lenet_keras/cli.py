@@ -63,9 +63,13 @@ def quiet_libraries(library_logs: bool = False) -> None:
 
 
 def import_tensorflow() -> None:
-    """Imports TensorFlow without its start-up chatter (all of it with --library_logs); anything
-    else it prints, a native crash's last words included, is shown (lenet_keras.startup)."""
-    startup.import_tensorflow(filter_chatter=not FLAGS.library_logs)
+    """Imports TensorFlow as the command's --library_logs says: without its start-up chatter
+    (lenet_keras.startup; anything else it prints, a native crash's last words included, is
+    shown), or with --library_logs plainly, chatter and all."""
+    if FLAGS.library_logs:
+        import tensorflow  # noqa: F401
+    else:
+        startup.import_tensorflow_without_chatter()
 
 
 def keras_verbosity() -> int:
@@ -244,5 +248,8 @@ def run(main: Callable, *, positional: bool = False, tensorflow: bool = True,
                 raise UserError(f"unexpected arguments {argv[1:]}: all options are --flags")
             return main()
 
+    # Its command module installed this as its first line already (run as `python -m`); here
+    # for one that did not: Ctrl-C while absl parses and TensorFlow imports is still one line.
+    startup.exit_on_interrupt()
     with one_line_errors(on_interrupt):
         app.run(entry, flags_parser=parse_flags)

@@ -16,6 +16,11 @@ way the new folder is printed last. See docs/serving.md.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, so Ctrl-C while the command imports is one line too
+    from lenet_keras import startup
+
+    startup.exit_on_interrupt()
+
 import os
 
 from absl import flags

@@ -20,6 +20,11 @@ component whose inputs, settings and code did not change. See docs/tfx.md.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, so Ctrl-C while the command imports is one line too
+    from lenet_keras import startup
+
+    startup.exit_on_interrupt()
+
 import importlib.util
 import logging as std_logging
 import os

@@ -12,6 +12,11 @@ accuracy against each decision, and the best trial's learning curve beside the t
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, so Ctrl-C while the command imports is one line too
+    from lenet_keras import startup
+
+    startup.exit_on_interrupt()
+
 from absl import flags
 
 from lenet_keras import cli

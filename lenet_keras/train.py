@@ -11,6 +11,11 @@ See docs/training.md.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, so Ctrl-C while the command imports is one line too
+    from lenet_keras import startup
+
+    startup.exit_on_interrupt()
+
 import dataclasses
 
 from absl import flags, logging

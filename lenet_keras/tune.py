@@ -16,6 +16,11 @@ cores/N TensorFlow threads.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, so Ctrl-C while the command imports is one line too
+    from lenet_keras import startup
+
+    startup.exit_on_interrupt()
+
 from absl import flags, logging
 
 from lenet_keras import cli
