@@ -2,13 +2,6 @@
 
 import os
 
-from lenet_keras import startup
-
-# `python -m lenet_keras.<command>`: Ctrl-C before the command's own handler is in place (while
-# Python and TensorFlow import, for seconds) ends in one line, not an import traceback.
-if startup.started_as_command():
-    startup.exit_on_interrupt()
-
 # TensorFlow's C++ start-up chatter would bury the one-line errors this package promises.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX; on

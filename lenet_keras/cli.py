@@ -63,9 +63,13 @@ def quiet_libraries(library_logs: bool = False) -> None:
 
 
 def import_tensorflow() -> None:
-    """Imports TensorFlow without its start-up chatter (all of it with --library_logs); anything
-    else it prints, a native crash's last words included, is shown (lenet_keras.startup)."""
-    startup.import_tensorflow(filter_chatter=not FLAGS.library_logs)
+    """Imports TensorFlow as the command's --library_logs says: without its start-up chatter
+    (lenet_keras.startup; anything else it prints, a native crash's last words included, is
+    shown), or with --library_logs plainly, chatter and all."""
+    if FLAGS.library_logs:
+        import tensorflow  # noqa: F401
+    else:
+        startup.import_tensorflow_without_chatter()
 
 
 def keras_verbosity() -> int:
@@ -78,9 +82,65 @@ def fail(message: str, code: int = 2):
     sys.exit(code)
 
 
-# OSErrors that say something about the machine or a path the user chose, never about this code.
-_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
-                                 errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG})
+# A full disk or quota: the machine's state, whatever path was being written.
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# Refusals that a wrong path built by a bug gets as readily as a user's folder does: the user's
+# only on a path the user chose (_PATH_FLAGS), or one inside it.
+_PATH_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,
+                          errno.ENAMETOOLONG})
+# The flags that name a file or folder the user chose (path_flags, require_writable_folder).
+_PATH_FLAGS: set = set()
+
+
+def path_flags(*names: str) -> None:
+    """Declares flags whose values are files or folders the user chose: a permission or
+    file-type error on one of them, or inside one, is one ``error:`` line; elsewhere, a bug's
+    traceback."""
+    _PATH_FLAGS.update(names)
+
+
+def _tfds_default_data_dir() -> str:
+    return os.environ.get("TFDS_DATA_DIR") or os.path.join("~", "tensorflow_datasets")
+
+
+def chosen_paths(extra=()) -> list:
+    """The files and folders the user chose for this command: the path flags' values (the TFDS
+    folder TFDS itself picks when ``--data_dir`` is not given) and ``extra``."""
+    paths = list(extra)
+    for name in sorted(_PATH_FLAGS):
+        if name not in FLAGS:
+            continue
+        value = FLAGS[name].value
+        if value is None and name == "data_dir":
+            value = _tfds_default_data_dir()
+        if value:
+            paths.append(value)
+    return paths
+
+
+def _absolute(path) -> str:
+    return os.path.abspath(os.path.expanduser(os.fsdecode(path)))
+
+
+def is_chosen_path(path, chosen) -> bool:
+    """Whether ``path`` is one of ``chosen`` or inside one, as written or with links resolved."""
+    if not path:
+        return False
+    for candidate in {_absolute(path), os.path.realpath(_absolute(path))}:
+        for root in chosen:
+            for folder in {_absolute(root), os.path.realpath(_absolute(root))}:
+                if candidate == folder or candidate.startswith(folder.rstrip(os.sep) + os.sep):
+                    return True
+    return False
+
+
+def _users_os_error(exc: OSError, chosen) -> bool:
+    if not exc.filename:
+        return False
+    if exc.errno in _FULL_ERRNOS:
+        return True
+    return exc.errno in _PATH_ERRNOS and any(
+        is_chosen_path(name, chosen) for name in (exc.filename, exc.filename2) if name)
 
 
 def _caused_by_interrupt(exc: BaseException) -> bool:
@@ -95,8 +155,9 @@ def _caused_by_interrupt(exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def one_line_errors(on_interrupt: str = "nothing already on disk was changed"):
-    """A UserError or Ctrl-C becomes one `error:` line and exit 2 / 130, no traceback."""
+def one_line_errors(on_interrupt: str = "nothing already on disk was changed", paths=()):
+    """A UserError or Ctrl-C becomes one `error:` line and exit 2 / 130, no traceback; so does an
+    OSError of a full disk, or one refusing a path the user chose (``chosen_paths(paths)``)."""
     try:
         yield
     except UserError as exc:
@@ -111,7 +172,7 @@ def one_line_errors(on_interrupt: str = "nothing already on disk was changed"):
         # The last net for a write the command did not expect to fail (its own handlers name more):
         # a full disk, a read-only folder, a file where a folder should be. Files are published
         # whole or not at all (training.atomic), so what was on disk before is still there.
-        if exc.errno not in _ENVIRONMENT_ERRNOS or not exc.filename:
+        if not _users_os_error(exc, chosen_paths(paths)):
             raise
         fail(f"{exc.filename}: {exc.strerror}: free disk space, fix its permissions or choose "
              "another path, then run the same command again")
@@ -156,6 +217,7 @@ def require_writable_folder(name: str) -> None:
     """A path flag naming a folder this command creates or writes into: no file in the way, and
     the nearest existing folder writable (checked before anything runs)."""
     flags.register_validator(name, _writable_folder, message=f"--{name} is not a usable folder")
+    path_flags(name)
 
 
 def parse_flags(argv):
@@ -178,7 +240,7 @@ def run(main: Callable, *, positional: bool = False, tensorflow: bool = True,
         quiet_libraries(FLAGS.library_logs)
         if tensorflow:
             import_tensorflow()
-        with one_line_errors(on_interrupt):
+        with one_line_errors(on_interrupt, paths=argv[1:] if positional else ()):
             startup.interrupt_normally()
             if positional:
                 return main(argv[1:])
@@ -186,5 +248,8 @@ def run(main: Callable, *, positional: bool = False, tensorflow: bool = True,
                 raise UserError(f"unexpected arguments {argv[1:]}: all options are --flags")
             return main()
 
+    # Its command module installed this as its first line already (run as `python -m`); here
+    # for one that did not: Ctrl-C while absl parses and TensorFlow imports is still one line.
+    startup.exit_on_interrupt()
     with one_line_errors(on_interrupt):
         app.run(entry, flags_parser=parse_flags)

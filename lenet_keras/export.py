@@ -16,6 +16,11 @@ way the new folder is printed last. See docs/serving.md.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, so Ctrl-C while the command imports is one line too
+    from lenet_keras import startup
+
+    startup.exit_on_interrupt()
+
 import os
 
 from absl import flags
@@ -51,6 +56,7 @@ flags.DEFINE_integer("calibration_images", 300,
 flags.DEFINE_bool("allow_below_floor", False,
                   "LiteRT only: publish even when parity with Keras is below the floor.")
 cli.require_writable_folder("export_base")
+cli.path_flags("model_dir", "source_model", "data_dir")
 flags.register_validator("model_name", lambda name: name is None or choices.is_model_name(name),
                          message=choices.MODEL_NAME_RULE)
 

@@ -20,6 +20,11 @@ component whose inputs, settings and code did not change. See docs/tfx.md.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, so Ctrl-C while the command imports is one line too
+    from lenet_keras import startup
+
+    startup.exit_on_interrupt()
+
 import importlib.util
 import logging as std_logging
 import os
@@ -71,6 +76,7 @@ flags.DEFINE_string("image", None, "kubeflow_v2: the container image every compo
 for _name in ("min_accuracy", "max_accuracy_drop"):
     flags.register_validator(_name, lambda v: 0 <= v <= 1, message=f"--{_name} is a fraction of "
                              "the test split: give a number from 0 to 1")
+cli.path_flags("data_dir", "pipeline_root", "serving_base", "metadata_path", "output")
 
 TFX_PYTHON = (3, 10)  # TFX 1.16, the newest that installs here, requires Python <3.11
 # Warnings nobody running this pipeline can act on: TFX's input resolution's internals, Beam's

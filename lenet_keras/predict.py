@@ -19,6 +19,11 @@ against 94 µs); benchmarks/litert_latency.py measures yours.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, so Ctrl-C while the command imports is one line too
+    from lenet_keras import startup
+
+    startup.exit_on_interrupt()
+
 import sys
 from typing import List
 
@@ -33,6 +38,7 @@ flags.DEFINE_string("model", None,
 flags.DEFINE_integer("top_k", 5, "How many classes to print per image, most probable first.",
                      **cli.COUNT_BOUNDS)
 flags.DEFINE_bool("json", False, "Print one JSON document instead of text.")
+cli.path_flags("model")  # and the images, its positional arguments
 
 
 def main(images: List[str]) -> None:

@@ -13,6 +13,11 @@ accuracy against each decision, and the best trial's learning curve beside the t
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, so Ctrl-C while the command imports is one line too
+    from lenet_keras import startup
+
+    startup.exit_on_interrupt()
+
 from absl import flags
 
 from lenet_keras import cli
@@ -25,6 +30,7 @@ flags.DEFINE_string("tune_dir", None,
                     "The search to report on, when `python -m lenet_keras.tune` wrote one there "
                     f"(default <model_dir>/{layout.TUNING_FOLDER}).")
 cli.require_writable_folder("out_dir")
+cli.path_flags("model_dir", "tune_dir")
 
 
 def main() -> None:

@@ -11,6 +11,13 @@ See docs/training.md.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, so Ctrl-C while the command imports is one line too
+    from lenet_keras import startup
+
+    startup.exit_on_interrupt()
+
+import dataclasses
+
 from absl import flags, logging
 
 from lenet_keras import cli
@@ -73,6 +80,7 @@ cli.require_positive("learning_rate")
 cli.require_fraction("val_fraction")
 cli.require_fraction("test_fraction")
 cli.require_writable_folder("model_dir")
+cli.path_flags("data_dir", "source_model", "target_dir", "hparams")
 
 
 def resolve_configs(exp: str):
@@ -98,29 +106,48 @@ def resolve_configs(exp: str):
     )
 
 
-def main() -> None:
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a train command will do, decided and checked before it reads any data."""
+
+    strategy: object  # tf.distribute.Strategy
+    precision_choice: precision.Choice
+    configs: list  # ExperimentConfig, with global batch sizes, in the order they run
+
+
+def plan() -> Plan:
+    """Every check ``main`` makes before it reads data, on the parsed flags: the strategy, the
+    precision, the experiments with their overrides, the batch sizes. Raises UserError."""
+    from lenet_keras.training import distribute
+
     strategy = None
     if FLAGS.strategy != "default":
         # Before resolve_configs, which may prepare a --target_dataset: MultiWorkerMirroredStrategy
         # must exist before TensorFlow runs anything else.
-        from lenet_keras.training import distribute
-
         strategy = distribute.resolve_strategy(FLAGS.strategy)
     choice = precision.resolve(FLAGS.precision)  # `auto` logs the policy it picks and why
     configs = [c.replace(precision=choice.policy) for c in resolve_configs(FLAGS.exp)]
-    from lenet_keras.reporting.runs import Run
-    from lenet_keras.reporting.tables import comparison_table
-    from lenet_keras.training import distribute
-    from lenet_keras.training.run import run_experiment
-    from lenet_keras.training.study import Study
-
     if strategy is None:
         strategy = distribute.resolve_strategy(FLAGS.strategy)
     configs = [
         distribute.batch_config(c, strategy, FLAGS.global_batch_size, FLAGS.batch_size)
         for c in configs
     ]
-    if FLAGS.deterministic:
+    for config in configs:
+        config.validate()
+    return Plan(strategy, choice, configs)
+
+
+def main() -> None:
+    checked = plan()
+    strategy, choice, configs = checked.strategy, checked.precision_choice, checked.configs
+    from lenet_keras.reporting.runs import Run
+    from lenet_keras.reporting.tables import comparison_table
+    from lenet_keras.training import distribute
+    from lenet_keras.training.run import run_experiment
+    from lenet_keras.training.study import Study
+
+    if FLAGS.deterministic:  # a switch with nothing to check: set here, where the run starts
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()

@@ -2,9 +2,11 @@
 or one ``error:`` line and exit 2 — never a traceback, never a hang, nothing on disk changed.
 
 In-process and fast: absl parses the generated flags with the command's own parser
-(``cli.parse_flags``), then ``train.resolve_configs`` checks them against the experiments, the
-search space (``--hparams`` files with generated JSON) and the transfer targets, as a run does
-before it touches data. This is the test meant to find the next bad input before a user does.
+(``cli.parse_flags``), then ``train.plan`` makes every check ``train.main`` makes before it reads
+data: the tf.distribute strategy and the global batch, the precision, the experiments with their
+overrides, the search space (``--hparams`` files with generated JSON) and the transfer targets.
+``main`` calls the same function, so a check added there is generated against here too. This is
+the test meant to find the next bad input before a user does.
 """
 
 from __future__ import annotations
@@ -60,16 +62,24 @@ def command_lines(draw, workspace: str):
     args = []
     if draw(st.booleans()):
         args.append("--exp=" + draw(mostly(st.sampled_from(["vanilla", "tuned", "transfer", "all"]))))
-    for name in ("epochs", "batch_size", "seed", "global_batch_size"):
+    for name in ("epochs", "seed"):
         if draw(st.integers(0, 3)) == 0:
             args.append(f"--{name}=" + draw(mostly(st.integers(1, 200).map(str))))
+    # The two batch flags are checked together (one or the other), so they are drawn together.
+    for name in draw(st.sampled_from([(), (), ("batch_size",), ("global_batch_size",),
+                                      ("batch_size", "global_batch_size")])):
+        args.append(f"--{name}=" + draw(mostly(st.integers(1, 200).map(str))))
     for name in ("learning_rate", "val_fraction", "test_fraction"):
         if draw(st.integers(0, 3)) == 0:
             args.append(f"--{name}=" + draw(mostly(st.floats(0.01, 0.99).map(repr))))
     if draw(st.integers(0, 4)) == 0:
         args.append("--strategy=" + draw(mostly(st.sampled_from(["default", "mirrored"]))))
     if draw(st.integers(0, 4)) == 0:
-        args.append("--precision=" + draw(mostly(st.sampled_from(["float32", "mixed_bfloat16"]))))
+        args.append("--precision=" + draw(mostly(st.sampled_from(
+            ["float32", "mixed_bfloat16", "mixed_float16", "auto"]))))
+    if draw(st.integers(0, 4)) == 0:
+        args.append(draw(st.sampled_from(["--deterministic", "--nodeterministic",
+                                          "--deterministic=" + draw(junk)])))
     model_dir = draw(st.sampled_from(["models", "models", "new/deeper", "a_file", "a_file/below", ""]))
     args.append("--model_dir=" + (os.path.join(workspace, model_dir) if model_dir else ""))
     if draw(st.booleans()):
@@ -104,7 +114,7 @@ def _answer(args) -> tuple:
     with contextlib.redirect_stderr(stderr):
         try:
             with train_flags(*args), cli.one_line_errors():
-                train.resolve_configs(FLAGS.exp)
+                train.plan()
             return None, stderr.getvalue()
         except SystemExit as exc:
             return exc.code, stderr.getvalue()
@@ -113,6 +123,16 @@ def _answer(args) -> tuple:
 def test_the_answer_reads_back_a_known_mistake(workspace):
     code, err = _answer(["--seed=-1", f"--model_dir={workspace}/models"])
     assert code == 2 and err.startswith("error: ") and "--seed" in err
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--batch_size=8", "--global_batch_size=16"], "not both"),  # main's check, not absl's
+    (["--strategy=mirrored", "--global_batch_size=16", "--batch_size=4"], "not both"),
+    (["--strategy=tpu"], "--strategy tpu found no TPU"),
+])
+def test_checks_behind_the_parser_are_answered_as_main_answers(workspace, args, needle):
+    code, err = _answer([*args, f"--model_dir={workspace}/models"])
+    assert code == 2 and err.startswith("error: ") and needle in err, (code, err)
 
 
 def test_generated_command_lines_run_or_fail_in_one_line(workspace):

@@ -151,7 +151,11 @@ def _extra(root: bytes, outside: bytes, kind: str, a: int, b: int, name: bytes) 
             os.symlink(b".", os.path.join(outside, b"loop"))
         os.symlink(outside, os.path.join(here if a % 2 else root, name))
     elif kind == "split-link":
-        os.symlink(b"train", os.path.join(root, b"val" if a % 2 else b"test"))
+        # In a tree with splits given the split folder is there already: the link takes its place.
+        split = os.path.join(root, b"val" if a % 2 else b"test")
+        if os.path.isdir(split) and not os.path.islink(split):
+            shutil.rmtree(split)
+        os.symlink(b"train", split)
 
 
 def build(plan, base: bytes) -> bytes:
@@ -261,3 +265,22 @@ def test_each_oddity_at_least_once(extra):
     outcome = check_tree(plan + [("extra", extra, (1, 0, b"\xff"))])
     expected = EXPECTED.get(extra)
     assert outcome == ("loaded" if expected is None else "error: " + expected[-60:]), outcome
+
+
+@pytest.mark.parametrize("split", [b"val", b"test"])
+def test_a_split_linked_to_train_is_not_followed_and_named_missing(tmp_path, split):
+    """``val -> train`` in a tree with splits given (docs/data.md, rule 1 and the split rows): the
+    link leads back into the tree, so it is not followed, and the split it stood for is missing:
+    one error that names the link, so "no val/" does not contradict what ``ls`` shows."""
+    plan = [("file", b"%s/%s/g%d.png" % (top, name, i), GOOD[i % 3])
+            for top in (b"train", b"val", b"test") for name in (b"a", b"b") for i in range(3)]
+    root = build(plan + [("extra", "split-link", (1 if split == b"val" else 0, 0, b"x"))],
+                 os.fsencode(tmp_path))
+    link = os.path.join(root, split)
+    assert os.path.islink(link) and os.readlink(link) == b"train"
+    assert sorted(os.listdir(root)) == [b"test", b"train", b"val"]
+    with pytest.raises(UserError) as caught:
+        image_folder.load_splits(config_for(os.fsdecode(root)))
+    name = os.fsdecode(split)
+    assert (f"but no {name}/ ({name}/: a folder link back into the tree, not followed: a split "
+            "needs its own images): give all of train/, val/ and test/") in str(caught.value)

@@ -219,10 +219,16 @@ def _split_folders(root: str, top: List[str]) -> Dict[str, str]:
         raise UserError(f"{shown(root)} has both {both[0][0]}/ and {both[0][1]}/: keep one")
     missing = [names[0] + "/" for split, names in SPLIT_FOLDERS.items() if not given[split]]
     if missing:
+        # `val -> train` is there to see but was not followed (a link back into the tree): say so,
+        # or "no val/" contradicts what `ls` shows.
+        links = [name for split, names in SPLIT_FOLDERS.items() if not given[split]
+                 for name in names if os.path.islink(os.path.join(root, name))]
+        why = (f" ({', '.join(n + '/' for n in links)}: a folder link back into the tree, not "
+               "followed: a split needs its own images)") if links else ""
         raise UserError(
             f"{shown(root)} has {', '.join(n[0] + '/' for n in given.values() if n)} but no "
-            f"{' or '.join(missing)}: give all of train/, val/ and test/, or none of them to split "
-            "val and test off automatically"
+            f"{' or '.join(missing)}{why}: give all of train/, val/ and test/, or none of them to "
+            "split val and test off automatically"
         )
     splits = {split: names[0] for split, names in given.items()}
     others = sorted(set(top) - set(splits.values()))

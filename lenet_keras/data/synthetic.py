@@ -13,6 +13,11 @@ so a model that learns anything scores well above chance, and one fed scrambled 
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, so Ctrl-C while the command imports is one line too
+    from lenet_keras import startup
+
+    startup.exit_on_interrupt()
+
 import dataclasses
 
 import numpy as np

@@ -1,6 +1,6 @@
-"""One training run per ``<model_dir>/<exp>`` at a time.
+"""One training run per ``<model_dir>/<exp>`` at a time (and one search per ``--tune_dir``).
 
-The lock is ``flock`` on ``<exp>/.lock``: the kernel drops it when its process dies, however it
+The lock is ``flock`` on ``<folder>/.lock``: the kernel drops it when its process dies, however it
 dies, so a SIGKILLed or powered-off run never holds it forever and the next run simply takes it
 over. The file also records the holder's pid and host so the refusal can say who holds it; a pid
 alone would not do, because after a crash the pid may belong to some unrelated new process.
@@ -16,6 +16,9 @@ import time
 from lenet_keras.errors import UserError
 
 LOCK_FILE = ".lock"
+# What a refused training run is told; ``holder`` and ``folder`` are filled in.
+TRAINING_REFUSAL = ("another run ({holder}) is training into {folder}: wait for it to finish or "
+                    "stop it, or pass a different --model_dir")
 
 
 def _holder(path: str) -> str:
@@ -27,11 +30,18 @@ def _holder(path: str) -> str:
 
 
 class RunLock:
-    """Context manager holding the lock of one experiment directory (created if missing)."""
+    """Context manager holding the lock of one experiment directory (created if missing).
 
-    def __init__(self, exp_dir: str):
+    ``refusal``: the error when another process holds it (``{holder}``, ``{folder}`` filled in);
+    ``folder_flag``: the flag that chose the folder, named when it cannot be written.
+    """
+
+    def __init__(self, exp_dir: str, refusal: str = TRAINING_REFUSAL,
+                 folder_flag: str = "--model_dir"):
         self.exp_dir = exp_dir
         self.path = os.path.join(exp_dir, LOCK_FILE)
+        self.refusal = refusal
+        self.folder_flag = folder_flag
         self._fd = None
 
     def acquire(self) -> RunLock:
@@ -44,8 +54,7 @@ class RunLock:
                 except BlockingIOError:
                     os.close(fd)
                     raise UserError(
-                        f"another run ({_holder(self.path)}) is training into {self.exp_dir}: wait "
-                        "for it to finish or stop it, or pass a different --model_dir"
+                        self.refusal.format(holder=_holder(self.path), folder=self.exp_dir)
                     ) from None
                 # A releasing holder unlinks the file; if it did so after our open, we locked an
                 # orphaned inode that nobody else will ever see, so lock the new file instead.
@@ -62,7 +71,7 @@ class RunLock:
         except OSError as exc:
             raise UserError(
                 f"cannot write to {self.exp_dir} ({exc.strerror or exc}): make it writable or "
-                "choose another --model_dir"
+                f"choose another {self.folder_flag}"
             ) from None
         self._fd = fd
         return self
