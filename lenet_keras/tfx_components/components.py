@@ -5,6 +5,10 @@
     stl10_examples --------------> transfer_trainer -> transfer_evaluator -> transfer_pusher
                    (base_model: tuned_trainer's model)  transfer_baseline ^
 
+Before that, each data set's cut is validated against the schema kept in the package
+(``validation``: StatisticsGen, ImportSchemaGen, ExampleValidator, DataGate), and everything of a
+data set downstream of its examples runs inside a ``tfx.dsl.Cond`` on its gate.
+
 Local runs: each ImportExampleGen reads the ``train/ eval/ test/`` folder ``examples.export`` cut
 from the prepared TFDS data set exactly as the training CLI splits it. Remote runs
 (``examples_folders=None``: Kubeflow V2) cut inside the pipeline instead
@@ -32,7 +36,7 @@ from tfx import v1 as tfx
 import experiments
 import lenet_keras
 from lenet_keras.data import tfds_source
-from lenet_keras.tfx_components import evaluation, examples
+from lenet_keras.tfx_components import evaluation, examples, validation
 
 PIPELINE_NAME = "lenet_keras"
 REMOTE_PIPELINE_NAME = "lenet-keras"  # Kubeflow's names allow no underscore
@@ -41,6 +45,8 @@ TUNED, TRANSFER = "tuned", "transfer"
 MODEL_NAMES = {TUNED: "lenet_tuned", TRANSFER: "lenet_transfer"}  # TF Serving's model names
 PUSHERS = {f"{TUNED}_pusher": MODEL_NAMES[TUNED], f"{TRANSFER}_pusher": MODEL_NAMES[TRANSFER]}
 EVALUATORS = {f"{TUNED}_pusher": f"{TUNED}_evaluator", f"{TRANSFER}_pusher": f"{TRANSFER}_evaluator"}
+# The data set of each experiment's branch, in order: its nodes are named after it.
+DATASETS = tuple(experiments.get_config(exp).dataset for exp in (TUNED, TRANSFER))
 # Each Resolver of a baseline -> the Evaluator whose blessings it may read.
 BASELINES = {f"{exp}_baseline": f"{exp}_evaluator" for exp in (TUNED, TRANSFER)}
 TOP5_DATASETS = ("cifar100",)
@@ -183,38 +189,46 @@ def create_pipeline(
 
     tuned_examples = _example_gen(TUNED, examples_folders, data_dir)
     transfer_examples = _example_gen(TRANSFER, examples_folders, data_dir)
-    search = tfx.components.Tuner(
-        examples=tuned_examples.outputs["examples"],
-        tuner_fn="experiments.tuned.tuner_fn",
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval"]),  # the Tuner never sees test
-        custom_config=tuner_config,
-    )
-    tuned_trainer = tfx.components.Trainer(
-        examples=tuned_examples.outputs["examples"],
-        hyperparameters=search.outputs["best_hyperparameters"],
-        run_fn="experiments.tuned.run_fn",
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval", "test"]),  # test: the final evaluation only
-        custom_config=common,
-    ).with_id(f"{TUNED}_trainer")
-    transfer_trainer = tfx.components.Trainer(
-        examples=transfer_examples.outputs["examples"],
-        base_model=tuned_trainer.outputs["model"],
-        run_fn="experiments.transfer.run_fn",
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval", "test"]),
-        custom_config=common,
-    ).with_id(f"{TRANSFER}_trainer")
+    # Each data set's Tuner and Trainers run only on a cut its schema blesses; transfer needs
+    # tuned's model too, so its branch sits inside tuned's.
+    tuned_checks, transfer_checks = (
+        validation.data_validation(experiments.get_config(exp).dataset, gen, pipeline_root, remote)
+        for exp, gen in ((TUNED, tuned_examples), (TRANSFER, transfer_examples)))
     thresholds = (min_accuracy, max_accuracy_drop)
+    with tfx.dsl.Cond(validation.gate_predicate(tuned_checks[-1])):
+        search = tfx.components.Tuner(
+            examples=tuned_examples.outputs["examples"],
+            tuner_fn="experiments.tuned.tuner_fn",
+            train_args=tfx.proto.TrainArgs(splits=["train"]),
+            eval_args=tfx.proto.EvalArgs(splits=["eval"]),  # the Tuner never sees test
+            custom_config=tuner_config,
+        )
+        tuned_trainer = tfx.components.Trainer(
+            examples=tuned_examples.outputs["examples"],
+            hyperparameters=search.outputs["best_hyperparameters"],
+            run_fn="experiments.tuned.run_fn",
+            train_args=tfx.proto.TrainArgs(splits=["train"]),
+            eval_args=tfx.proto.EvalArgs(splits=["eval", "test"]),  # test: the final evaluation only
+            custom_config=common,
+        ).with_id(f"{TUNED}_trainer")
+        tuned_evaluation = _evaluated_pusher(TUNED, tuned_trainer, tuned_examples, serving_base,
+                                             *thresholds)
+        with tfx.dsl.Cond(validation.gate_predicate(transfer_checks[-1])):
+            transfer_trainer = tfx.components.Trainer(
+                examples=transfer_examples.outputs["examples"],
+                base_model=tuned_trainer.outputs["model"],
+                run_fn="experiments.transfer.run_fn",
+                train_args=tfx.proto.TrainArgs(splits=["train"]),
+                eval_args=tfx.proto.EvalArgs(splits=["eval", "test"]),
+                custom_config=common,
+            ).with_id(f"{TRANSFER}_trainer")
+            transfer_evaluation = _evaluated_pusher(TRANSFER, transfer_trainer, transfer_examples,
+                                                    serving_base, *thresholds)
     return tfx.dsl.Pipeline(
         pipeline_name=REMOTE_PIPELINE_NAME if remote else PIPELINE_NAME,
         pipeline_root=pipeline_root,
-        components=[tuned_examples, transfer_examples, search, tuned_trainer, transfer_trainer,
-                    *_evaluated_pusher(TUNED, tuned_trainer, tuned_examples, serving_base,
-                                       *thresholds),
-                    *_evaluated_pusher(TRANSFER, transfer_trainer, transfer_examples, serving_base,
-                                       *thresholds)],
+        components=[tuned_examples, transfer_examples, *tuned_checks, *transfer_checks, search,
+                    tuned_trainer, transfer_trainer, *tuned_evaluation, *transfer_evaluation],
         enable_cache=True,
         metadata_connection_config=None if remote else
         tfx.orchestration.metadata.sqlite_metadata_connection_config(
