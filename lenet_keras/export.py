@@ -67,7 +67,7 @@ def main() -> None:
 
         folder = export_trained(FLAGS.exp, FLAGS.model_dir, FLAGS.export_base, FLAGS.model_name,
                                 FLAGS.version, FLAGS.source_model)
-        print(f"model card: {_write_card(folder, 'SavedModel (TF Serving)')}")
+        print(f"model card: {_write_card(folder, 'SavedModel (TF Serving)', litert=False)}")
         print(folder)
         return
     from lenet_keras.serving.litert_export import export_trained_litert
@@ -76,17 +76,17 @@ def main() -> None:
         FLAGS.exp, FLAGS.model_dir, FLAGS.export_base, FLAGS.model_name, FLAGS.version,
         FLAGS.source_model, FLAGS.quantize, FLAGS.data_dir, FLAGS.calibration_images,
         FLAGS.allow_below_floor)
-    below = parity.shortfall() and f"published below the floor (--allow_below_floor): it {parity.shortfall()}"
-    card = _write_card(folder, f"LiteRT {FLAGS.quantize}",
-                       parity.summary() + (f". {below[0].upper()}{below[1:]}." if below else ""))
+    below = f"published below the floor (--allow_below_floor): it {parity.shortfall()}"
+    card = _write_card(folder, f"LiteRT {FLAGS.quantize}", litert=True, parity=parity.summary()
+                       + (f". P{below[1:]}." if parity.shortfall() else ""))
     print(f"model card: {card}")
     print(parity.summary())
-    if below:
+    if parity.shortfall():
         print(below)
     print(folder)
 
 
-def _write_card(folder: str, form: str, parity: str = "") -> str:
+def _write_card(folder: str, form: str, litert: bool, parity: str = "") -> str:
     """The new version's model card, from the run that trained the exported model."""
     from lenet_keras.serving import model_card
     from lenet_keras.serving.export import trained_model_path
@@ -94,7 +94,7 @@ def _write_card(folder: str, form: str, parity: str = "") -> str:
     path, _ = trained_model_path(FLAGS.exp, FLAGS.model_dir, FLAGS.source_model)
     facts = model_card.from_run(path, os.path.basename(os.path.dirname(folder)),
                                 os.path.basename(folder), form, parity)
-    return model_card.write(model_card.card_path(folder, litert=bool(parity)), facts)
+    return model_card.write(model_card.card_path(folder, litert=litert), facts)
 
 
 if __name__ == "__main__":
