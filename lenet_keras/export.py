@@ -11,7 +11,9 @@
 ``<export_base>/litert/<model_name>/<version>/`` (model.tflite + labels.txt) after checking the
 model in the LiteRT interpreter against Keras on the experiment's test split (read from
 ``--data_dir``); below the parity floor it publishes nothing unless ``--allow_below_floor``. Either
-way the new folder is printed last. See docs/serving.md.
+way a Markdown model card from the run's config.json and metrics.json (and, for LiteRT, the parity
+measured) goes with the version (``lenet_keras.serving.model_card``), and the new folder is printed
+last. See docs/serving.md.
 """
 
 from __future__ import annotations
@@ -69,8 +71,10 @@ def main() -> None:
             raise UserError(f"{', '.join(litert_only)} can only be used with --format litert")
         from lenet_keras.serving.export import export_trained
 
-        print(export_trained(FLAGS.exp, FLAGS.model_dir, FLAGS.export_base, FLAGS.model_name,
-                             FLAGS.version, FLAGS.source_model))
+        folder = export_trained(FLAGS.exp, FLAGS.model_dir, FLAGS.export_base, FLAGS.model_name,
+                                FLAGS.version, FLAGS.source_model)
+        print(f"model card: {_write_card(folder, 'SavedModel (TF Serving)', litert=False)}")
+        print(folder)
         return
     from lenet_keras.serving.litert_export import export_trained_litert
 
@@ -79,10 +83,25 @@ def main() -> None:
         experiment, FLAGS.model_dir, FLAGS.export_base, FLAGS.model_name, FLAGS.version,
         FLAGS.source_model, FLAGS.quantize, FLAGS.data_dir, FLAGS.calibration_images,
         FLAGS.allow_below_floor)
+    below = f"published below the floor (--allow_below_floor): it {parity.shortfall()}"
+    card = _write_card(folder, f"LiteRT {FLAGS.quantize}", litert=True, parity=parity.summary()
+                       + (f". P{below[1:]}." if parity.shortfall() else ""))
+    print(f"model card: {card}")
     print(parity.summary())
     if parity.shortfall():
-        print(f"published below the floor (--allow_below_floor): it {parity.shortfall()}")
+        print(below)
     print(folder)
+
+
+def _write_card(folder: str, form: str, litert: bool, parity: str = "") -> str:
+    """The new version's model card, from the run that trained the exported model."""
+    from lenet_keras.serving import model_card
+    from lenet_keras.serving.export import trained_model_path
+
+    path, _ = trained_model_path(FLAGS.exp, FLAGS.model_dir, FLAGS.source_model)
+    facts = model_card.from_run(path, os.path.basename(os.path.dirname(folder)),
+                                os.path.basename(folder), form, parity)
+    return model_card.write(model_card.card_path(folder, litert=litert), facts)
 
 
 if __name__ == "__main__":

@@ -7,14 +7,17 @@
         --data_dir gs://... --pipeline_root gs://... --serving_base gs://... [...]
 
 ImportExampleGen for CIFAR-100 and for STL-10 (train / eval / test cut as `train` cuts them) ->
-Tuner -> Trainer (tuned, the Tuner's best hyperparameters) -> Trainer (transfer, from the tuned
-model) -> an Evaluator each (test split; a floor, and a largest drop against the last model of the
-same trainer it blessed) -> a Pusher each, which pushes only a blessed model, into
-S/lenet_tuned/<version>/ and S/lenet_transfer/<version>/ (TF Serving's layout). It ends with one
-line per model. `local` and `beam` run here (LocalDagRunner, BeamDagRunner), ML Metadata in
-R/metadata.sqlite unless --metadata_path; `kubeflow_v2` compiles a Kubeflow Pipelines v2 /
-Vertex AI PipelineJob to --output and runs nothing. A rerun reuses, from TFX's cache, every
-component whose inputs, settings and code did not change. See docs/tfx.md.
+StatisticsGen, ImportSchemaGen, ExampleValidator each (a data set with anomalies is neither trained
+nor pushed, and the command ends in one error line naming it) -> Tuner -> Trainer (tuned, the
+Tuner's best hyperparameters) -> Trainer (transfer, from the tuned model) -> an Evaluator each
+(test split; a floor, and a largest drop against the last model of the same trainer it blessed) ->
+a Pusher each, which pushes only a blessed model, into S/lenet_tuned/<version>/ and
+S/lenet_transfer/<version>/ (TF Serving's layout), each with a model card from ML Metadata in
+<version>/assets.extra/model_card.md. It ends with one line per model. `local` and `beam` run here
+(LocalDagRunner, BeamDagRunner), ML Metadata in R/metadata.sqlite unless --metadata_path;
+`kubeflow_v2` compiles a Kubeflow Pipelines v2 / Vertex AI PipelineJob to --output and runs
+nothing. A rerun reuses, from TFX's cache, every component whose inputs, settings and code did not
+change. See docs/tfx.md.
 """
 
 
@@ -198,10 +201,17 @@ def run(metadata_path: str) -> dict:
 
 
 def report(nodes: dict) -> None:
-    """One line per model: blessed or not, its accuracy against the thresholds, pushed where."""
-    from lenet_keras.tfx_components import components, executions
+    """One line per model: blessed or not, its accuracy against the thresholds, pushed where, and
+    the model card written into a pushed version; then one error line for the data sets that
+    validation refused (their models never trained)."""
+    from lenet_keras.tfx_components import components, executions, model_cards, validation
 
+    # The data set of each experiment's branch, in order: its nodes are named after it.
+    refused = validation.refused_data(nodes, [config.dataset for config in _configs().values()])
+    cards = model_cards.write_cards(nodes, FLAGS.min_accuracy, FLAGS.max_accuracy_drop)
     for pusher_id, model_name in components.PUSHERS.items():
+        if components.EVALUATORS[pusher_id] not in nodes:  # its data set's branch did not run
+            continue
         evaluator = nodes[components.EVALUATORS[pusher_id]]
         (evaluation_artifact,) = evaluator.outputs["evaluation"]
         verdict = evaluation.read_verdict(evaluation_artifact.uri, executions.blessed(evaluator))
@@ -209,6 +219,11 @@ def report(nodes: dict) -> None:
         print(evaluation.describe(model_name, verdict, FLAGS.min_accuracy,
                                   FLAGS.max_accuracy_drop, executions.pushed_to(pusher),
                                   cached=pusher.state == "CACHED"))
+        if model_name in cards:
+            print(f"{model_name} model card: {cards[model_name]}")
+    if refused:
+        raise UserError(f"{' '.join(refused)}: fix the data and run the same command again "
+                        "(finished components are reused)")
 
 
 def main() -> None:

@@ -123,3 +123,31 @@ def test_coarse_labels_are_read_once_per_process(data_dir, monkeypatch):
     tfds_source.forget_decoded()
     data.coarse_labels(config, data_dir)
     assert len(reads) == 2
+
+
+def test_a_tf_example_label_outside_the_classes_names_data_set_split_and_label(tmp_path):
+    """The TFX source (ExampleGen's records) has the TFDS source's check; a bug stays a bug."""
+    from lenet_keras.data import labels, synthetic, tf_examples
+
+    def write(path, values):
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for value in values:
+                image = tf.io.encode_png(np.zeros((32, 32, 3), np.uint8)).numpy()
+                writer.write(tf.train.Example(features=tf.train.Features(feature={
+                    "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
+                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[value])),
+                })).SerializeToString())
+
+    write(tmp_path / "train.tfrecord", [0, 3, 12, 9])
+    write(tmp_path / "val.tfrecord", [1, 2])
+    config = experiments.get_config("transfer").replace(batch_size=2)
+    splits = tf_examples.load_splits(config, [str(tmp_path / "train.tfrecord")],
+                                     [str(tmp_path / "val.tfrecord")], None, synthetic.STL10_CLASSES)
+    assert len(list(splits.val)) == 1  # in range: passes
+    with pytest.raises(tf.errors.InvalidArgumentError) as failed:
+        list(splits.train)
+    error = labels.out_of_range(failed.value, "rerun")
+    assert error is not None
+    assert f"stl10 data set's train split holds label 12, outside its 10 classes [0, 10): fix or " \
+           f"prepare again the data in {tmp_path}" in str(error)
+    assert labels.out_of_range(tf.errors.InvalidArgumentError(None, None, "other"), "x") is None

@@ -309,7 +309,12 @@ def test_cli_exports_the_transfer_model_with_stl10_names(study_dir, tmp_path):
                    "--export_base", base)
     assert proc.returncode == 0, proc.stderr[-3000:]
     path = os.path.join(base, "lenet_transfer", "1")
-    assert proc.stdout.strip().splitlines()[-1] == path
+    card = os.path.join(path, "assets.extra", "model_card.md")
+    assert proc.stdout.strip().splitlines()[-2:] == [f"model card: {card}", path]
+    with open(os.path.join(study_dir, "transfer", "metrics.json")) as f:
+        accuracy = json.load(f)["test_accuracy"]
+    with open(card) as f:
+        assert f"| accuracy | {accuracy:.6g} |" in f.read()
     classifier = serving.load_saved_model(os.path.join(base, "lenet_transfer"))
     assert classifier.class_names[:3] == ["airplane", "bird", "car"]
     assert len(classifier.class_names) == 10

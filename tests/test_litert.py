@@ -348,6 +348,9 @@ def test_cli_exports_checks_and_predicts_in_the_products_import_order(
     folder = os.path.join(base, "litert", "lenet_transfer", "1")
     lines = proc.stdout.strip().splitlines()
     assert lines[-1] == folder and "top-1 agreement with Keras 100.00%" in lines[-2], lines
+    assert lines[-3] == f"model card: {os.path.join(folder, 'model_card.md')}"
+    with open(os.path.join(folder, "model_card.md")) as f:
+        assert f"### LiteRT against Keras\n\n{lines[-2]}" in f.read()
     predicted = run_cli("lenet_keras.predict", "--model", os.path.join(folder, "model.tflite"),
                         "--top_k", "3", image_files["small.png"], image_files["stl.jpg"])
     assert predicted.returncode == 0, predicted.stderr[-3000:]

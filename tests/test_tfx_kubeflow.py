@@ -23,10 +23,17 @@ pytestmark = [
 IMAGE = "europe-docker.pkg.dev/my-project/lenet/lenet-keras:1"
 REMOTE = {"--data_dir": "gs://bucket/tfds", "--pipeline_root": "gs://bucket/tfx",
           "--serving_base": "gs://bucket/serving"}
+VALIDATION = {f"{dataset}_{step}" for dataset in ("cifar100", "stl10")
+              for step in ("statistics", "schema", "validator", "gate")}
 COMPONENTS = {"cifar100_examples", "stl10_examples", "Tuner", "tuned_trainer", "transfer_trainer",
-              "tuned_evaluator", "transfer_evaluator", "tuned_pusher", "transfer_pusher"}
+              "tuned_evaluator", "transfer_evaluator", "tuned_pusher", "transfer_pusher", *VALIDATION}
 # (consumer, input key) -> producer: the DAG's edges examples -> tuner -> trainer -> evaluator -> pusher.
 EDGES = {
+    **{(f"{dataset}_statistics", "examples"): f"{dataset}_examples" for dataset in ("cifar100", "stl10")},
+    **{(f"{dataset}_statistics", "schema"): f"{dataset}_schema" for dataset in ("cifar100", "stl10")},
+    **{(f"{dataset}_validator", "statistics"): f"{dataset}_statistics" for dataset in ("cifar100", "stl10")},
+    **{(f"{dataset}_validator", "schema"): f"{dataset}_schema" for dataset in ("cifar100", "stl10")},
+    **{(f"{dataset}_gate", "anomalies"): f"{dataset}_validator" for dataset in ("cifar100", "stl10")},
     ("Tuner", "examples"): "cifar100_examples",
     ("tuned_trainer", "examples"): "cifar100_examples",
     ("tuned_trainer", "hyperparameters"): "Tuner",
@@ -126,6 +133,27 @@ def test_every_component_and_edge_is_in_the_dag(job):
         source = tasks[consumer].inputs.artifacts[key].task_output_artifact
         assert source.producer_task == producer, (consumer, key)
     assert spec.runtime_config.gcs_output_directory == REMOTE["--pipeline_root"]
+
+
+@requires_tfx
+@pytest.mark.tfx
+def test_training_runs_only_where_validation_blessed_the_data(job):
+    """Tuner, Trainers, Evaluators and Pushers wait for their data sets' gates (transfer for both:
+    it starts from the tuned model); everything before them runs unconditionally."""
+    _, pipeline_spec, _ = job
+    tasks = pipeline_spec.root.dag.tasks
+    gate = "(inputs.artifacts['_{}_gate.blessing'].artifacts[0].metadata['blessed'] == 1.0)"
+    tuned, transfer = gate.format("cifar100"), gate.format("stl10")
+    conditions = {name: task.trigger_policy.condition for name, task in tasks.items()}
+    for name in ("Tuner", "tuned_trainer", "tuned_evaluator", "tuned_pusher"):
+        assert conditions[name] == tuned, name
+    for name in ("transfer_trainer", "transfer_evaluator", "transfer_pusher"):
+        assert conditions[name] == f"{tuned} && {transfer}", name
+    assert not any(conditions[name] for name in VALIDATION | {"cifar100_examples", "stl10_examples"})
+    # The schemas come from the package in the image, named by their content for TFX's cache.
+    schema = tasks["stl10_schema"].inputs.parameters
+    assert schema["dataset"].runtime_value.constant_value.string_value == "stl10"
+    assert len(schema["digest"].runtime_value.constant_value.string_value) == 12
 
 
 @requires_tfx

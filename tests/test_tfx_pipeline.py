@@ -8,8 +8,11 @@ Evaluators' outputs and the serving folder:
    Pushers run again (the rest from TFX's cache), both models refused, nothing pushed;
 3. default thresholds again with a serving base that cannot be written: one failed Pusher, one
    line, nothing lost;
-4. ``--epochs 1 --min_accuracy 0``: the Tuner, the Trainers, the Evaluators and the Pushers run
-   again; both models fall far below run 1's and the drop gate refuses both, nothing pushed.
+4. default thresholds on the data with labels outside STL-10's classes: its validation stops
+   the STL-10 branch, the CIFAR-100 branch comes from TFX's cache, one line names the anomaly;
+5. ``--epochs 1 --min_accuracy 0`` on the clean data: the Tuner, the Trainers, the Evaluators and
+   the Pushers run again; both models fall far below run 1's and the drop gate refuses both,
+   nothing pushed.
 
 The data is synthetic and small but learnable (CIFAR-100 2000 / 100, STL-10 500 / 100 examples),
 so the default floor is met in a few epochs. Where TFX is not installed (the Python 3.11+ main
@@ -18,6 +21,7 @@ environment) only the one-line refusal is tested.
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import json
 import os
@@ -42,7 +46,10 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:You are using a non-supported Python version:FutureWarning"),
 ]
 
-TRAINED = ("cifar100_examples", "stl10_examples", "Tuner", "tuned_trainer", "transfer_trainer")
+VALIDATED = tuple(f"{dataset}_{step}" for dataset in ("cifar100", "stl10")
+                  for step in ("statistics", "schema", "validator", "gate"))
+TRAINED = ("cifar100_examples", "stl10_examples", *VALIDATED, "Tuner", "tuned_trainer",
+           "transfer_trainer")
 EVALUATED = ("tuned_evaluator", "transfer_evaluator", "tuned_pusher", "transfer_pusher")
 NODES = TRAINED + EVALUATED
 MODELS = {"lenet_tuned": "tuned", "lenet_transfer": "transfer"}
@@ -182,6 +189,39 @@ def test_pushed_model_serves_both_signatures_alike(first_run, paths, model):
 
 
 @requires_tfx
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_each_pushed_model_carries_a_card_with_the_evaluators_numbers(first_run, paths, model):
+    from lenet_keras.tfx_components import evaluation
+
+    exp = MODELS[model]
+    nodes = _nodes(paths, 0)
+    (version,) = first_run.versions[model]
+    path = os.path.join(paths.serving, model, version, "assets.extra", "model_card.md")
+    assert f"{model} model card: {path}" in first_run.stdout.splitlines()
+    with open(path) as f:
+        card = f.read()
+    verdict = evaluation.read_verdict(_artifact(nodes[f"{exp}_evaluator"], "evaluation").uri, True)
+    assert f"| accuracy | {verdict.accuracy:.6g} | floor 0.2; no baseline yet |" in card
+    assert f"Blessed by `{exp}_evaluator`" in card and f"pushed by `{exp}_pusher`" in card
+    metrics = _metrics(nodes[f"{exp}_trainer"], exp)
+    assert f"| parameters | {metrics['params']} |" in card
+    assert f"| train | {metrics['train_examples']} |" in card
+    # The statistics' label counts cover the training split the trainer read.
+    (train_line,) = [line for line in card.splitlines() if line.startswith("- train: ")]
+    counts = [int(item.split(": ")[1]) for item in train_line[len("- train: "):].split(", ")]
+    assert sum(counts) == metrics["train_examples"]
+    if exp == "tuned":
+        assert f"| top-5 accuracy | {verdict.top5_accuracy:.6g} |" in card
+        with open(os.path.join(_artifact(nodes["Tuner"], "best_hyperparameters").uri,
+                               "best_hyperparameters.txt")) as f:
+            best = json.load(f)["values"]
+        for name in best:
+            assert f"| {name} |" in card, name
+        assert f"| learning_rate | {best['learning_rate']:.6g} |" in card
+    assert "LeNet-5 at 32x32 pixels" in card and "no such accuracy is claimed here" in card
+
+
+@requires_tfx
 def test_transfer_model_trains_only_its_head(first_run, paths):
     from lenet_keras import models
 
@@ -254,6 +294,50 @@ def test_a_failed_component_is_one_line_and_keeps_the_pushed_models(
     assert _versions(paths) == before
 
 
+@pytest.fixture(scope="module")
+def mislabelled_run(refusing_run, learnable_data_dir, paths, tmp_path_factory):
+    """The issue's data: STL-10's train split holds label 12 (10 classes). The data dir is
+    changed in place and put back, so CIFAR-100's branch is TFX's cache (its data_dir is in the
+    modules' custom_config); copies keep their times, and so the cut's digest, as they were."""
+    import shutil
+
+    from lenet_keras.data import synthetic
+
+    (stl10,) = glob.glob(os.path.join(learnable_data_dir, "stl10", "*"))
+    kept = str(tmp_path_factory.mktemp("stl10_kept") / "stl10")
+    shutil.copytree(stl10, kept)
+    try:
+        assert synthetic.mislabel(stl10, "train", 12) > 0
+        proc = _run_pipeline(learnable_data_dir, paths)
+    finally:
+        shutil.rmtree(stl10)
+        shutil.copytree(kept, stl10)
+    return proc
+
+
+@requires_tfx
+def test_a_label_outside_the_classes_stops_that_data_sets_branch_only(first_run, mislabelled_run,
+                                                                       paths):
+    last = assert_one_line_error(
+        mislabelled_run, "error: stl10: data validation found anomalies, so its models were "
+        "neither trained nor pushed: ", "train split, feature 'label': Out-of-range values "
+        "(Unexpectedly large value: 12)", "fix the data and run the same command again")
+    assert mislabelled_run.returncode == 2
+    nodes = _nodes(paths, -1)
+    (anomalies,) = nodes["stl10_validator"].outputs["anomalies"]
+    assert f"Anomalies: {anomalies.uri}:" in last
+    assert os.path.isfile(os.path.join(anomalies.uri, "Split-train", "SchemaDiff.pb"))
+    assert nodes["stl10_gate"].outputs["blessing"][0].custom_properties["blessed"].int_value == 0
+    assert nodes["cifar100_gate"].outputs["blessing"][0].custom_properties["blessed"].int_value == 1
+    # Nothing of STL-10's branch ran; CIFAR-100's is as the last run left it.
+    assert not {"transfer_trainer", "transfer_evaluator", "transfer_pusher"} & set(nodes)
+    assert nodes["tuned_trainer"].state == "CACHED"
+    assert _summary(mislabelled_run, "lenet_tuned").startswith("lenet_tuned: blessed")
+    assert "lenet_transfer" not in mislabelled_run.stdout
+    # The tuned model may be pushed again (run 3's push failed, its blessing is TFX's cache).
+    assert _versions(paths)["lenet_transfer"] == first_run.versions["lenet_transfer"]
+
+
 @requires_tfx
 def test_a_model_far_below_its_last_blessed_one_is_refused_by_the_drop_gate(
         first_run, learnable_data_dir, paths):
@@ -268,8 +352,9 @@ def test_a_model_far_below_its_last_blessed_one_is_refused_by_the_drop_gate(
     proc = _run_pipeline(learnable_data_dir, paths, "--min_accuracy", "0", epochs="1")
     assert proc.returncode == 0, proc.stderr[-5000:]
     nodes, first = _nodes(paths, -1), _nodes(paths, 0)
+    retrained = TRAINED[2 + len(VALIDATED):] + EVALUATED
     assert {node: nodes[node].state for node in NODES} == {
-        **dict.fromkeys(TRAINED[:2], "CACHED"), **dict.fromkeys(TRAINED[2:] + EVALUATED, "COMPLETE")}
+        **dict.fromkeys(TRAINED[:2] + VALIDATED, "CACHED"), **dict.fromkeys(retrained, "COMPLETE")}
     assert _versions(paths) == before  # nothing pushed
     for model, exp in MODELS.items():
         evaluator = nodes[f"{exp}_evaluator"]

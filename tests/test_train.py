@@ -92,6 +92,24 @@ def test_freeze_none_fine_tunes_every_layer_from_the_source(trained_dir, data_di
         assert not np.array_equal(before[0], after[0]), name  # trained from, not kept as
 
 
+def test_an_stl10_label_outside_its_classes_is_a_user_error_naming_it(trained_dir, data_dir,
+                                                                        tmp_path):
+    """The issue's data: a prepared STL-10 whose train split holds label 12 (10 classes)."""
+    import shutil
+
+    from lenet_keras.errors import UserError
+
+    shutil.copytree(os.path.join(data_dir, "stl10"), tmp_path / "tfds" / "stl10")
+    version_dir = next((tmp_path / "tfds" / "stl10").iterdir())
+    assert synthetic_data.mislabel(str(version_dir), "train", 12) > 0
+    config = experiments.get_config("transfer").replace(epochs=1)
+    source = os.path.join(trained_dir, "tuned", "model.keras")
+    with pytest.raises(UserError, match=r"stl10 data set's train\[:90%\] split holds label 12, "
+                                        r"outside its 10 classes"):
+        run_experiment(config, str(tmp_path / "tfds"), str(tmp_path / "m"), source_model=source,
+                       verbose=0)
+
+
 class SabotageLastEpoch(keras.callbacks.Callback):
     """Zeroes every weight during the last epoch's training pass: its validation is then at chance."""
 

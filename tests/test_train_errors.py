@@ -98,3 +98,37 @@ def test_a_data_loss_reason_has_no_tensorflow_op_text():
         "{{function_node __wrapped__IteratorGetNext_output_types_2_device_/job:localhost/replica:0/"
         "task:0/device:CPU:0}} truncated record at 38 [Op:IteratorGetNext] name: "))
     assert _data_loss_reason(exc) == "truncated record at 38"
+
+
+def _mislabelled(tmp_path, data_dir, name, split, label):
+    """A copy of the prepared ``name`` whose ``split`` holds ``label`` on some examples."""
+    from lenet_keras.data import synthetic
+
+    copy = tmp_path / "tfds"
+    shutil.copytree(os.path.join(data_dir, name), copy / name)
+    version_dir = next((copy / name).iterdir())
+    assert synthetic.mislabel(str(version_dir), split, label) > 0
+    return copy, version_dir
+
+
+def test_out_of_range_test_label_is_one_error_line_and_the_fixed_data_resumes(tmp_path, data_dir,
+                                                                               study_dir):
+    """The test split is read last: the run has trained when it meets the label, and the rerun on
+    the fixed data resumes after that epoch instead of training again."""
+    bad, version_dir = _mislabelled(tmp_path, data_dir, "cifar100", "test", 100)
+    model_dir = tmp_path / "models"
+    shutil.copytree(os.path.join(study_dir, "vanilla"), model_dir / "vanilla",
+                    ignore=shutil.ignore_patterns("logs"))
+    before = (model_dir / "vanilla" / "model.keras").read_bytes()
+    args = ("--exp", "vanilla", "--epochs", "1", "--data_dir", str(bad), "--model_dir", str(model_dir))
+    proc = train(*args)
+    assert_one_line_error(proc, "cifar100 data set's test split holds label 100",
+                          "its 100 classes [0, 100)", str(version_dir), "resumes")
+    assert (model_dir / "vanilla" / "model.keras").read_bytes() == before
+
+    shutil.rmtree(bad / "cifar100")
+    shutil.copytree(os.path.join(data_dir, "cifar100"), bad / "cifar100")
+    proc = train(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming vanilla after its last epoch" in proc.stderr
+    keras.models.load_model(model_dir / "vanilla" / "model.keras")

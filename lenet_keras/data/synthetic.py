@@ -219,6 +219,33 @@ def prepare(
     return str(builder.data_path)
 
 
+def mislabel(data_path: str, split: str, label: int, every: int = 10) -> int:
+    """Sets ``label`` on every ``every``-th example of ``split`` in the prepared ``data_path``.
+
+    TFDS refuses to write a label outside a data set's classes, so a data set that holds one (the
+    damage validation must catch) is made by rewriting the prepared records in place; their count,
+    and so TFDS's split sizes, stay the same. Returns how many examples were changed.
+    """
+    import glob
+    import os
+
+    import tensorflow as tf
+
+    changed = seen = 0
+    for path in sorted(glob.glob(os.path.join(data_path, f"*-{split}.tfrecord-*"))):
+        records = list(tf.data.TFRecordDataset(path).as_numpy_iterator())
+        with tf.io.TFRecordWriter(path) as writer:
+            for record in records:
+                if seen % every == 0:
+                    example = tf.train.Example.FromString(record)
+                    example.features.feature["label"].int64_list.value[:] = [label]
+                    record = example.SerializeToString()
+                    changed += 1
+                seen += 1
+                writer.write(record)
+    return changed
+
+
 def _define_flags() -> None:
     """The command's flags; defined only when it runs (tests import this module beside train's)."""
     from absl import flags

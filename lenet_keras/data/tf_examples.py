@@ -9,10 +9,12 @@ Files ending in ``.gz`` (ExampleGen's output) are read as GZIP, others as plain 
 
 from __future__ import annotations
 
+import os
 from typing import List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from lenet_keras.data import labels
 from lenet_keras.data.tail import Splits, as_splits, decode_image, to_pairs
 from lenet_keras.errors import UserError, first_line
 
@@ -20,9 +22,9 @@ FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
     "label": tf.io.FixedLenFeature([], tf.int64),
 }
-# (files, image size) -> (decoded, cached dataset, example count): once per process, as the TFDS
-# source keeps its decoded splits, so a Tuner's trials (each given a fresh pipeline) neither count
-# nor decode the files again.
+# (files, image size, class count) -> (decoded, cached dataset, example count): once per process,
+# as the TFDS source keeps its decoded splits, so a Tuner's trials (each given a fresh pipeline)
+# neither count nor decode the files again.
 _DECODED: dict = {}
 
 
@@ -48,25 +50,28 @@ def _count(files: List[str], what: str) -> int:
         raise UserError(f"cannot read the {what} TFRecords {files[0]}... ({first_line(exc)})") from None
 
 
-def _examples(files: List[str], image_size: int, size: int) -> tf.data.Dataset:
+def _examples(files: List[str], image_size: int, size: int, num_classes: int, name: str,
+              split: str) -> tf.data.Dataset:
     convert = to_pairs(image_size)
+    check = labels.range_check(num_classes, name, split, os.path.dirname(files[0]))
 
     def parse(record):
         example = tf.io.parse_single_example(record, FEATURES)
-        return convert({"image": decode_image(example["image"]), "label": example["label"]})
+        return check(*convert({"image": decode_image(example["image"]), "label": example["label"]}))
 
     # A known size, as TFDS's datasets have, so fit knows an epoch's steps from the start.
     return (_records(files).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
             .apply(tf.data.experimental.assert_cardinality(size)).cache())
 
 
-def _decoded(files: List[str], image_size: int, what: str) -> Tuple[tf.data.Dataset, int]:
-    key = (tuple(files), image_size)
+def _decoded(files: List[str], image_size: int, what: str, num_classes: int,
+             name: str) -> Tuple[tf.data.Dataset, int]:
+    key = (tuple(files), image_size, num_classes)
     if key not in _DECODED:
         size = _count(files, what)
         if size == 0:
             raise UserError(f"the {what} TFRecords hold no examples: {files}")
-        _DECODED[key] = (_examples(files, image_size, size), size)
+        _DECODED[key] = (_examples(files, image_size, size, num_classes, name, what), size)
     return _DECODED[key]
 
 
@@ -80,7 +85,8 @@ def load_splits(config, train_files: Sequence[str], eval_files: Sequence[str],
     parts = {"train": _files(train_files, "training"), "val": _files(eval_files, "validation")}
     if test_files:
         parts["test"] = _files(test_files, "test")
-    decoded = {name: _decoded(files, config.image_size, name) for name, files in parts.items()}
+    decoded = {name: _decoded(files, config.image_size, name, len(class_names), config.dataset)
+               for name, files in parts.items()}
     data = {name: dataset for name, (dataset, _) in decoded.items()}
     sizes = {name: size for name, (_, size) in decoded.items()}
     return as_splits(data["train"], data["val"], data.get("test"),

@@ -20,6 +20,7 @@ from tensorflow_datasets.core.download.download_manager import (  # a wrong manu
     NonMatchingChecksumError as _NonMatchingChecksumError,
 )
 
+from lenet_keras.data import labels
 from lenet_keras.data.tail import Splits, as_splits, to_pairs
 from lenet_keras.errors import UserError, first_line
 
@@ -117,7 +118,10 @@ def load_splits(config, data_dir: Optional[str] = None) -> Splits:
         # shuffle's seed stay per call, so results do not depend on what ran before.
         key = (builder.data_dir, split, config.image_size)
         if key not in _DECODED:
-            _DECODED[key] = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE).cache()
+            check = labels.range_check(features["label"].num_classes, config.dataset, split,
+                                       builder.data_dir)
+            _DECODED[key] = ds.map(lambda example: check(*convert(example)),
+                                   num_parallel_calls=tf.data.AUTOTUNE).cache()
         return _DECODED[key]
 
     return as_splits(prepare(train, config.train_split), prepare(val, config.val_split),

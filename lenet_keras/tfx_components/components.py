@@ -5,6 +5,10 @@
     stl10_examples --------------> transfer_trainer -> transfer_evaluator -> transfer_pusher
                    (base_model: tuned_trainer's model)  transfer_baseline ^
 
+Before that, each data set's cut is validated against the schema kept in the package
+(``validation``: StatisticsGen, ImportSchemaGen, ExampleValidator, DataGate), and everything of a
+data set downstream of its examples runs inside a ``tfx.dsl.Cond`` on its gate.
+
 Local runs: each ImportExampleGen reads the ``train/ eval/ test/`` folder ``examples.export`` cut
 from the prepared TFDS data set exactly as the training CLI splits it. Remote runs
 (``examples_folders=None``: Kubeflow V2) cut inside the pipeline instead
@@ -34,7 +38,7 @@ from tfx import v1 as tfx
 import lenet_keras
 from lenet_keras.config import ExperimentConfig
 from lenet_keras.data import tfds_source
-from lenet_keras.tfx_components import evaluation, examples
+from lenet_keras.tfx_components import evaluation, examples, validation
 from lenet_keras.tfx_components.uris import local_or_remote
 
 PIPELINE_NAME = "lenet_keras"
@@ -182,38 +186,46 @@ def create_pipeline(
 
     tuned_examples = _example_gen(configs[TUNED], examples_folders, data_dir)
     transfer_examples = _example_gen(configs[TRANSFER], examples_folders, data_dir)
-    search = tfx.components.Tuner(
-        examples=tuned_examples.outputs["examples"],
-        tuner_fn="lenet_keras.experiments.tuned.tuner_fn",
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval"]),  # the Tuner never sees test
-        custom_config=tuner_config,
-    )
-    tuned_trainer = tfx.components.Trainer(
-        examples=tuned_examples.outputs["examples"],
-        hyperparameters=search.outputs["best_hyperparameters"],
-        run_fn="lenet_keras.experiments.tuned.run_fn",
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval", "test"]),  # test: the final evaluation only
-        custom_config=common,
-    ).with_id(f"{TUNED}_trainer")
-    transfer_trainer = tfx.components.Trainer(
-        examples=transfer_examples.outputs["examples"],
-        base_model=tuned_trainer.outputs["model"],
-        run_fn="lenet_keras.experiments.transfer.run_fn",
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval", "test"]),
-        custom_config=common,
-    ).with_id(f"{TRANSFER}_trainer")
+    # Each data set's Tuner and Trainers run only on a cut its schema blesses; transfer needs
+    # tuned's model too, so its branch sits inside tuned's.
+    tuned_checks, transfer_checks = (
+        validation.data_validation(configs[exp].dataset, gen, pipeline_root, remote)
+        for exp, gen in ((TUNED, tuned_examples), (TRANSFER, transfer_examples)))
     thresholds = (min_accuracy, max_accuracy_drop)
+    with tfx.dsl.Cond(validation.gate_predicate(tuned_checks[-1])):
+        search = tfx.components.Tuner(
+            examples=tuned_examples.outputs["examples"],
+            tuner_fn="lenet_keras.experiments.tuned.tuner_fn",
+            train_args=tfx.proto.TrainArgs(splits=["train"]),
+            eval_args=tfx.proto.EvalArgs(splits=["eval"]),  # the Tuner never sees test
+            custom_config=tuner_config,
+        )
+        tuned_trainer = tfx.components.Trainer(
+            examples=tuned_examples.outputs["examples"],
+            hyperparameters=search.outputs["best_hyperparameters"],
+            run_fn="lenet_keras.experiments.tuned.run_fn",
+            train_args=tfx.proto.TrainArgs(splits=["train"]),
+            eval_args=tfx.proto.EvalArgs(splits=["eval", "test"]),  # test: the final evaluation only
+            custom_config=common,
+        ).with_id(f"{TUNED}_trainer")
+        tuned_evaluation = _evaluated_pusher(configs[TUNED], tuned_trainer, tuned_examples, serving_base,
+                                             *thresholds)
+        with tfx.dsl.Cond(validation.gate_predicate(transfer_checks[-1])):
+            transfer_trainer = tfx.components.Trainer(
+                examples=transfer_examples.outputs["examples"],
+                base_model=tuned_trainer.outputs["model"],
+                run_fn="lenet_keras.experiments.transfer.run_fn",
+                train_args=tfx.proto.TrainArgs(splits=["train"]),
+                eval_args=tfx.proto.EvalArgs(splits=["eval", "test"]),
+                custom_config=common,
+            ).with_id(f"{TRANSFER}_trainer")
+            transfer_evaluation = _evaluated_pusher(configs[TRANSFER], transfer_trainer, transfer_examples,
+                                                    serving_base, *thresholds)
     return tfx.dsl.Pipeline(
         pipeline_name=REMOTE_PIPELINE_NAME if remote else PIPELINE_NAME,
         pipeline_root=pipeline_root,
-        components=[tuned_examples, transfer_examples, search, tuned_trainer, transfer_trainer,
-                    *_evaluated_pusher(configs[TUNED], tuned_trainer, tuned_examples, serving_base,
-                                       *thresholds),
-                    *_evaluated_pusher(configs[TRANSFER], transfer_trainer, transfer_examples, serving_base,
-                                       *thresholds)],
+        components=[tuned_examples, transfer_examples, *tuned_checks, *transfer_checks, search,
+                    tuned_trainer, transfer_trainer, *tuned_evaluation, *transfer_evaluation],
         enable_cache=True,
         metadata_connection_config=None if remote else
         tfx.orchestration.metadata.sqlite_metadata_connection_config(

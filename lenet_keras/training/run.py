@@ -21,7 +21,7 @@ from absl import logging
 
 from lenet_keras import data, models
 from lenet_keras.config import ExperimentConfig
-from lenet_keras.data import tfds_source
+from lenet_keras.data import labels, tfds_source
 from lenet_keras.data.tail import Splits
 from lenet_keras.errors import UserError, first_line
 from lenet_keras.training import atomic, distribute, precision, resume, runlock
@@ -202,6 +202,12 @@ def _run_locked(config, data_dir, model_dir, exp_dir, source_model, verbose, ext
             f"move {os.path.join(tfds_source.default_data_dir(data_dir), config.dataset)} aside and "
             "let it be prepared again (the earlier results in the model dir are untouched)"
         ) from None
+    except tf.errors.InvalidArgumentError as exc:
+        error = labels.out_of_range(exc, "rerun the same command: it resumes this run, and the "
+                                         "earlier results in the model dir are untouched")
+        if error is None:
+            raise
+        raise error from None
     except OSError as exc:
         raise state.write_error(exc) from None
 
