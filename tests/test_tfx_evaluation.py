@@ -51,8 +51,7 @@ class Snapshots(keras.callbacks.Callback):
 def served(tmp_path_factory) -> dict:
     """{"best" | "epoch1" | "epoch3": a Model artifact's uri, "examples": an Examples artifact's uri,
     "accuracy": the trainer's test accuracy of "best"}."""
-    from lenet_keras import experiments
-    from lenet_keras import models
+    from lenet_keras import experiments, models
     from lenet_keras.data import synthetic
     from lenet_keras.serving.export import write_saved_model
     from lenet_keras.training.run import run_experiment
