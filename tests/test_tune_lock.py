@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from lenet_keras import tune
+from lenet_keras.search.lock import search_lock
 from lenet_keras.training.runlock import LOCK_FILE
 from tests.conftest import REPO, assert_one_line_error, run_cli
 
@@ -55,14 +55,14 @@ def test_a_second_search_in_one_tune_dir_is_refused_and_a_dead_ones_lock_taken_o
 
         # keras-tuner's chief and workers share the folder by design: no lock to be refused by.
         monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")
-        with tune.search_lock(str(tune_dir)):
+        with search_lock(str(tune_dir)):
             pass
         monkeypatch.delenv("KERASTUNER_TUNER_ID")
 
         first.send_signal(signal.SIGKILL)  # dies holding it: the file stays, the flock does not
         first.wait()
         assert f"pid {first.pid} " in _holder_pid(lock)
-        with tune.search_lock(str(tune_dir)):
+        with search_lock(str(tune_dir)):
             assert f"pid {os.getpid()} " in _holder_pid(lock)
         assert not lock.exists()
     finally:
