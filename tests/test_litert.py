@@ -126,6 +126,18 @@ def test_int8_is_integer_from_the_raw_uint8_input_on(exports):
     assert sizes["float16"] < 0.6 * sizes["none"] and sizes["int8"] < 0.35 * sizes["none"], sizes
 
 
+def classes_rolled(convert):
+    """``convert`` (litert.convert) made to compute something else: the real converter on the model
+    with its classifier's columns rolled by one, a class-id mix-up."""
+    def broken_convert(model, quantize, calibration_images):
+        mixed_up = keras.models.clone_model(model)
+        weights = model.get_weights()
+        weights[-2], weights[-1] = np.roll(weights[-2], 1, axis=1), np.roll(weights[-1], 1)
+        mixed_up.set_weights(weights)
+        return convert(mixed_up, quantize, calibration_images)
+    return broken_convert
+
+
 def test_a_broken_conversion_is_refused_and_nothing_is_published(confident, tmp_path,
                                                                     monkeypatch):
     """A conversion that runs and computes something else: here the head's columns in another
@@ -134,16 +146,7 @@ def test_a_broken_conversion_is_refused_and_nothing_is_published(confident, tmp_
     than chance has no accuracy for int8 to lose, so it is judged on a model that learned.)"""
     model, images, test_images, test_labels = confident
     names, calibration = [f"class_{i}" for i in range(10)], images[:CALIBRATION]
-    convert = litert.convert
-
-    def broken_convert(model, quantize, calibration_images):
-        mixed_up = keras.models.clone_model(model)
-        weights = model.get_weights()
-        weights[-2], weights[-1] = np.roll(weights[-2], 1, axis=1), np.roll(weights[-1], 1)
-        mixed_up.set_weights(weights)
-        return convert(mixed_up, quantize, calibration_images)
-
-    monkeypatch.setattr(litert, "convert", broken_convert)
+    monkeypatch.setattr(litert, "convert", classes_rolled(litert.convert))
     base = str(tmp_path)
     model_base = os.path.join(base, litert.LITERT_FOLDER, "lenet_tuned")
     for quantize in litert.QUANTIZATIONS:
@@ -172,11 +175,25 @@ def test_int8_publishes_with_default_flags_at_real_difficulty(hard_trained_dir, 
     with open(os.path.join(hard_trained_dir, exp, "metrics.json")) as f:
         keras_accuracy = json.load(f)["test_accuracy"]
     assert parity.keras_accuracy == pytest.approx(keras_accuracy, abs=1e-6)
-    assert keras_accuracy < 0.6  # unsure indeed: not the easy data's 90-100%
+    # Where LeNet-5 is on real CIFAR-100 (and unsure), not the easy data's 90-100%.
+    assert 0.2 <= keras_accuracy <= 0.4 if exp != "transfer" else keras_accuracy < 0.6
     assert parity.shortfall() is None and parity.drop_points <= parity.allowed_drop()[0]
     assert "rule: " in parity.summary()
     folded = "folded dense1_bn into the layer before it" in parity.conversion
     assert folded == (exp != "vanilla"), parity.conversion
+
+
+@pytest.mark.slow
+def test_a_broken_int8_conversion_is_refused_at_real_difficulty(hard_trained_dir, hard_data_dir,
+                                                                 tmp_path, monkeypatch):
+    """The same gate refusing where it passes above: the tuned model near 0.3 accuracy, its int8
+    conversion with the classes rolled; nothing is published."""
+    monkeypatch.setattr(litert, "convert", classes_rolled(litert.convert))
+    with pytest.raises(UserError, match=r"not published: the int8 LiteRT model test accuracy "
+                                        r".* points below the Keras model's"):
+        lx.export_trained_litert(experiments.get_config("tuned"), hard_trained_dir, str(tmp_path),
+                                 quantize="int8", data_dir=hard_data_dir)
+    assert os.listdir(os.path.join(str(tmp_path), litert.LITERT_FOLDER, "lenet_tuned")) == []
 
 
 def test_int8_accuracy_rule_is_one_point_where_the_split_resolves_it():
