@@ -29,13 +29,10 @@ def layer_errors(model, calibration, images) -> list:
 
     from lenet_keras.serving import litert
 
-    pinned = litert.pin_input_range(calibration).astype(np.float32)
     with tempfile.TemporaryDirectory() as folder:
         litert._write_conversion_saved_model(model, folder, int8=True)
         converter = tf.lite.TFLiteConverter.from_saved_model(folder)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([i[np.newaxis]] for i in pinned)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        litert.calibrate_int8(converter, calibration)
         debug_images = images.astype(np.float32)
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter,
@@ -77,16 +74,14 @@ def main() -> None:
     print(f"{args.exp}: {note}")
     for label, candidate in (("converter's fold", model), ("backward fold", folded)):
         with tempfile.TemporaryDirectory() as base:
-            original = batch_norm_fold.checked_fold
-            batch_norm_fold_off = candidate is model
-            if batch_norm_fold_off:  # the conversion as it was before the fold
+            if candidate is model:  # the conversion as it was before the fold
                 litert.checked_fold = lambda m, images: (m, "")
             try:
                 _, parity = lx.export_litert(candidate, names, base, "m", None, "int8",
                                              calibration, test_images, test_labels,
                                              allow_below_floor=True)
             finally:
-                litert.checked_fold = original
+                litert.checked_fold = batch_norm_fold.checked_fold
         print(f"\n{label}: {parity.summary()}")
         worst = layer_errors(candidate, calibration, test_images[:args.debug_images])
         print("  largest per-layer RMSE in quantization steps:")

@@ -19,7 +19,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 from lenet_keras import startup
-from lenet_keras.errors import UserError
+from lenet_keras.errors import UserError, within_any
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool(
@@ -118,29 +118,13 @@ def chosen_paths(extra=()) -> list:
     return paths
 
 
-def _absolute(path) -> str:
-    return os.path.abspath(os.path.expanduser(os.fsdecode(path)))
-
-
-def is_chosen_path(path, chosen) -> bool:
-    """Whether ``path`` is one of ``chosen`` or inside one, as written or with links resolved."""
-    if not path:
-        return False
-    for candidate in {_absolute(path), os.path.realpath(_absolute(path))}:
-        for root in chosen:
-            for folder in {_absolute(root), os.path.realpath(_absolute(root))}:
-                if candidate == folder or candidate.startswith(folder.rstrip(os.sep) + os.sep):
-                    return True
-    return False
-
-
 def _users_os_error(exc: OSError, chosen) -> bool:
     if not exc.filename:
         return False
     if exc.errno in _FULL_ERRNOS:
         return True
     return exc.errno in _PATH_ERRNOS and any(
-        is_chosen_path(name, chosen) for name in (exc.filename, exc.filename2) if name)
+        within_any(name, chosen) for name in (exc.filename, exc.filename2) if name)
 
 
 def _caused_by_interrupt(exc: BaseException) -> bool:

@@ -75,6 +75,15 @@ def pin_input_range(images: np.ndarray) -> np.ndarray:
     return images
 
 
+def calibrate_int8(converter, calibration_images: np.ndarray) -> None:
+    """Sets ``converter`` (of ``_write_conversion_saved_model``'s int8 SavedModel) to full-integer
+    int8, calibrated on uint8 ``calibration_images`` whose range is pinned to 0-255."""
+    pinned = pin_input_range(calibration_images).astype(np.float32)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([image[np.newaxis]] for image in pinned)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+
+
 def convert(model: keras.Model, quantize: str = "none",
             calibration_images: Optional[np.ndarray] = None) -> Tuple[bytes, str]:
     """(the ``.tflite`` flatbuffer of ``model``, a line on what was done to it first): float32,
@@ -100,10 +109,7 @@ def convert(model: keras.Model, quantize: str = "none",
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
         elif int8:
-            pinned = pin_input_range(calibration_images).astype(np.float32)
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = lambda: ([image[np.newaxis]] for image in pinned)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            calibrate_int8(converter, calibration_images)
             converter.inference_input_type = tf.uint8
             converter.inference_output_type = tf.float32  # probabilities, as the contract says
         return converter.convert(), note

@@ -20,7 +20,7 @@ import tensorflow as tf
 from absl import logging
 from tfx import v1 as tfx
 
-from lenet_keras.errors import UserError, first_line
+from lenet_keras.errors import UserError, first_line, within_any
 from lenet_keras.tfx_components import executions
 from lenet_keras.tfx_components.components import BASELINES, PIPELINE_NAME
 
@@ -42,29 +42,17 @@ _BEAM_STEP = " [while running '"  # what Beam appends to a step's exception
 _PATH_IN_TEXT = re.compile(r"""(?:[A-Za-z][A-Za-z0-9+.-]*://|/)[^\s'"`,;()\[\]]*""")
 
 
-def _forms(path: str) -> set:
-    """``path`` as it may appear in an error: as given, absolute, and with its links resolved."""
-    path = path.rstrip("/") or "/"
-    if "://" in path:
-        return {path}
-    return {path, os.path.abspath(path), os.path.realpath(path)}
-
-
-def _within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
 def on_user_path(exc: BaseException, user_paths: Iterable[str]) -> bool:
     """Whether ``exc`` is about one of ``user_paths``, a path under one, or a folder above one
     (a file in the way of a folder the user named): an OSError by its ``filename``s, TensorFlow's
     errors, which carry no path of their own, by the paths in their message."""
-    roots = {form for path in user_paths if path for form in _forms(path)}
+    roots = [path for path in user_paths if path]
     if isinstance(exc, OSError):
         named = [os.fsdecode(name) for name in (exc.filename, exc.filename2) if name is not None]
     else:
         named = [found.rstrip(":.") for found in _PATH_IN_TEXT.findall(str(exc))]
-    return any(_within(form, root) or (form != "/" and _within(root, form))
-               for name in named if name for form in _forms(name) for root in roots)
+    return any(within_any(name, roots) or (name.rstrip("/") and any(
+        within_any(root, [name]) for root in roots)) for name in named if name)
 
 
 def user_caused(exc: BaseException, user_paths: Sequence[str] = ()) -> Optional[BaseException]:
